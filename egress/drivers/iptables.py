@@ -1,0 +1,227 @@
+"""egress's own iptables/ip6tables rules: queue undecided flows, fast-path decided ones.
+
+Layout (the same for IPv4 and IPv6, so nothing bypasses egress over v6). One chain,
+EGRESS-FWD (gateway: jumped to from FORWARD for traffic from and to the sandbox side)
+or EGRESS-OUT (sidecar: jumped to from OUTPUT and INPUT, loopback excepted)::
+
+    1 -m mark --mark SAVE/SAVE        -j CONNMARK --save-mark   (verdict mark -> connmark)
+    2 -m connmark --mark ALLOW/MASK   -j ACCEPT                 (fast path: decided flows
+    3 -m connmark --mark DROP/MASK    -j DROP                    never reach the queue)
+    4 -p tcp -m connmark --mark REJECT/MASK -j REJECT --reject-with tcp-reset
+    5 -m connmark --mark REJECT/MASK  -j REJECT --reject-with icmp(6)-port-unreachable
+    6 -p tcp -m mark --mark REJECT_ONCE/MASK -j REJECT --reject-with tcp-reset
+    7 -m mark --mark REJECT_ONCE/MASK -j REJECT --reject-with icmp(6)-port-unreachable
+    8 -j NFQUEUE --queue-num N | --queue-balance A:B [--queue-bypass]
+
+Why this order: an NF_ACCEPT verdict from the queue resumes at the *next hook*, so a
+rule after the NFQUEUE rule would never see the packet. The daemon therefore gives a
+decided packet its verdict as a mark plus NF_REPEAT: the packet re-enters the chain
+from the top, rule 1 copies the mark into the connmark, and rules 2-5 apply it, to this
+packet and, without queueing, to every later packet of the flow in both directions.
+REJECT_ONCE (not saved) rejects one packet of a flow that is not decided for good.
+Revocation rewrites the connmark of a live connection (see egress.drivers.enforce).
+
+Guarantees:
+- `install(spec)` is idempotent: it removes any earlier egress rules first, then
+  installs the whole set in one iptables-restore transaction per family.
+- `remove()` deletes exactly the rules tagged `-m comment --comment egress` from the
+  built-in chains and our EGRESS-* chains, and nothing else; safe to run any number of
+  times (e.g. `egress iptables remove` after a crash).
+- Commands run in the current network namespace, or in `netns` via `ip netns exec`.
+"""
+from __future__ import annotations
+
+import ipaddress
+import shlex
+import subprocess
+from dataclasses import dataclass
+
+COMMENT = "egress"
+CHAIN_PREFIX = "EGRESS-"
+
+# Packet/conn mark bits egress owns (other bits are left alone).
+MARK_MASK = 0x0F000000
+MARK_SAVE = 0x08000000          # marks with this bit are copied into the connmark
+MARK_ALLOW = 0x09000000
+MARK_DROP = 0x0A000000
+MARK_REJECT = 0x0B000000
+MARK_REJECT_ONCE = 0x03000000
+
+FAMILIES = (4, 6)
+
+
+class IptablesError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """What to divert to the queue and how."""
+    mode: str = "gateway"                     # gateway (FORWARD) | sidecar (OUTPUT + INPUT)
+    queues: tuple[int, ...] = (0,)
+    bypass: bool = False                      # --queue-bypass: accept when no daemon is bound
+    sandbox_iface: str | None = None
+    sandbox_nets: tuple[str, ...] = ()
+    metrics_port: int | None = None           # when set: drop sandbox-side access to it (INPUT)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("gateway", "sidecar"):
+            raise ValueError("mode must be gateway or sidecar, not %r" % self.mode)
+        if not self.queues:
+            raise ValueError("at least one queue number is needed")
+        qs = sorted(self.queues)
+        if len(self.queues) > 1 and qs != list(range(qs[0], qs[-1] + 1)):
+            raise ValueError("several queues must be a contiguous range, got %r" % (self.queues,))
+
+    @property
+    def chain(self) -> str:
+        return CHAIN_PREFIX + ("FWD" if self.mode == "gateway" else "OUT")
+
+    def nets(self, family: int) -> list[str]:
+        return [n for n in self.sandbox_nets if ipaddress.ip_network(n, strict=False).version == family]
+
+
+def _tag() -> str:
+    return "-m comment --comment %s" % COMMENT
+
+
+def _queue_target(spec: RuleSpec) -> str:
+    qs = sorted(spec.queues)
+    target = "-j NFQUEUE --queue-num %d" % qs[0] if len(qs) == 1 else "-j NFQUEUE --queue-balance %d:%d" % (qs[0], qs[-1])
+    return target + (" --queue-bypass" if spec.bypass else "")
+
+
+def chain_rules(spec: RuleSpec, family: int) -> list[str]:
+    """The body of the EGRESS chain for one family (iptables-restore syntax, no -A)."""
+    unreach = "icmp-port-unreachable" if family == 4 else "icmp6-port-unreachable"
+    m = "0x%x" % MARK_MASK
+    return [
+        "-m mark --mark 0x%x/0x%x %s -j CONNMARK --save-mark --nfmask %s --ctmask %s" % (MARK_SAVE, MARK_SAVE, _tag(), m, m),
+        "-m connmark --mark 0x%x/%s %s -j ACCEPT" % (MARK_ALLOW, m, _tag()),
+        "-m connmark --mark 0x%x/%s %s -j DROP" % (MARK_DROP, m, _tag()),
+        "-p tcp -m connmark --mark 0x%x/%s %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT, m, _tag()),
+        "-m connmark --mark 0x%x/%s %s -j REJECT --reject-with %s" % (MARK_REJECT, m, _tag(), unreach),
+        "-p tcp -m mark --mark 0x%x/%s %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT_ONCE, m, _tag()),
+        "-m mark --mark 0x%x/%s %s -j REJECT --reject-with %s" % (MARK_REJECT_ONCE, m, _tag(), unreach),
+        "%s %s" % (_tag(), _queue_target(spec)),
+    ]
+
+
+def hook_rules(spec: RuleSpec, family: int) -> list[tuple[str, str]]:
+    """(built-in chain, match) pairs that jump into our chain, in insertion order."""
+    if spec.mode == "sidecar":
+        out, inp = "! -o lo", "! -i lo"
+        if spec.sandbox_iface:
+            out, inp = "-o %s" % spec.sandbox_iface, "-i %s" % spec.sandbox_iface
+        return [("OUTPUT", out), ("INPUT", inp)]
+    if spec.sandbox_iface:
+        return [("FORWARD", "-i %s" % spec.sandbox_iface), ("FORWARD", "-o %s" % spec.sandbox_iface)]
+    nets = spec.nets(family)
+    if nets:
+        return [pair for n in nets for pair in (("FORWARD", "-s %s" % n), ("FORWARD", "-d %s" % n))]
+    # No selector for this family: queue all of its forwarded traffic rather than let
+    # it bypass egress (e.g. v6 when only a v4 sandbox network was given).
+    return [("FORWARD", "")]
+
+
+def guard_rules(spec: RuleSpec, family: int) -> list[str]:
+    """INPUT rules that keep the sandbox away from the metrics port."""
+    if spec.metrics_port is None or spec.mode != "gateway":
+        return []
+    sel = ["-i %s" % spec.sandbox_iface] if spec.sandbox_iface else ["-s %s" % n for n in spec.nets(family)]
+    return ["%s -p tcp --dport %d %s -j DROP" % (s, spec.metrics_port, _tag()) for s in sel]
+
+
+def install_script(spec: RuleSpec, family: int) -> str:
+    lines = ["*filter", ":%s - [0:0]" % spec.chain]
+    lines += ["-A %s %s" % (spec.chain, r) for r in chain_rules(spec, family)]
+    # -I ... 1 in reverse keeps the listed order at the top of the built-in chain.
+    for builtin, match in reversed(hook_rules(spec, family)):
+        lines.append(("-I %s 1 %s %s -j %s" % (builtin, match, _tag(), spec.chain)).replace("  ", " "))
+    for rule in guard_rules(spec, family):
+        lines.append("-I INPUT 1 %s" % rule)
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def removal_script(saved: str) -> str | None:
+    """From iptables-save output: the restore script deleting egress's rules and chains
+    (None when there is nothing to remove)."""
+    deletes, chains, table = [], [], None
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        if table != "filter":
+            continue
+        if line.startswith(":" + CHAIN_PREFIX):
+            chains.append(line[1:].split()[0])
+        elif line.startswith("-A "):
+            chain = line.split()[1]
+            if not chain.startswith(CHAIN_PREFIX) and _is_ours(line):
+                deletes.append("-D" + line[2:])
+    if not deletes and not chains:
+        return None
+    body = deletes + ["-F %s" % c for c in chains] + ["-X %s" % c for c in chains]
+    return "*filter\n" + "\n".join(body) + "\nCOMMIT\n"
+
+
+def _is_ours(rule_line: str) -> bool:
+    words = shlex.split(rule_line)
+    return any(words[i] == "--comment" and words[i + 1] == COMMENT for i in range(len(words) - 1))
+
+
+class Iptables:
+    """Runs iptables-save/-restore for both families, here or inside `netns`."""
+
+    def __init__(self, netns: str | None = None):
+        self.netns = netns
+
+    def _argv(self, tool: str, family: int) -> list[str]:
+        name = tool if family == 4 else tool.replace("iptables", "ip6tables")
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        return prefix + [name]
+
+    def save(self, family: int) -> str:
+        proc = subprocess.run(self._argv("iptables-save", family) + ["-t", "filter"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise IptablesError("iptables-save (IPv%d): %s" % (family, proc.stderr.strip()))
+        return proc.stdout
+
+    def restore(self, family: int, script: str) -> None:
+        proc = subprocess.run(self._argv("iptables-restore", family) + ["-w", "5", "--noflush"],
+                              input=script, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise IptablesError("iptables-restore (IPv%d): %s" % (family, proc.stderr.strip().splitlines()[-1:]
+                                                                   or "failed"))
+
+    # -- what the daemon and the CLI use -------------------------------------------
+
+    def install(self, spec: RuleSpec) -> None:
+        self.remove()
+        try:
+            for family in FAMILIES:
+                self.restore(family, install_script(spec, family))
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> int:
+        """Remove every egress rule and chain in both families; returns how many rules."""
+        removed = 0
+        for family in FAMILIES:
+            script = removal_script(self.save(family))
+            if script:
+                self.restore(family, script)
+                removed += sum(1 for line in script.splitlines() if line.startswith("-D "))
+        return removed
+
+    def ours(self) -> list[str]:
+        """Every egress rule currently installed (both families), iptables-save syntax."""
+        out = []
+        for family in FAMILIES:
+            for line in self.save(family).splitlines():
+                if line.startswith("-A ") and (line.split()[1].startswith(CHAIN_PREFIX) or _is_ours(line)):
+                    out.append("v%d %s" % (family, line))
+                elif line.startswith(":" + CHAIN_PREFIX):
+                    out.append("v%d %s" % (family, line))
+        return out
