@@ -1,0 +1,442 @@
+"""SSH: banners, HASSH, role reversal, SSH inside HTTP/WebSocket, reverse forwarding through encryption.
+
+Guarantees (the detector contract of egress.inspect.base): pure, never raises, port
+independent, reads at most `max_bytes` per direction.
+
+What it reports:
+
+- "ssh" / "ssh.session" as soon as one side sent an SSH identification line
+  ("SSH-2.0-..." or "SSH-1.99-...", RFC 4253 section 4.2; the peer that speaks second
+  may send other lines before its banner) and the other side did not show a different
+  protocol. Facts: ssh.client_banner / ssh.server_banner (by TCP role: client = the
+  side that opened the connection), ssh.client_software / ssh.server_software.
+- HASSH (Salesforce): md5 of "kex;enc;mac;cmp" from the client's SSH_MSG_KEXINIT
+  (client-to-server lists) -> ssh.hassh, and from the server's (server-to-client
+  lists) -> ssh.hassh_server, with the strings as ssh.hassh_string /
+  ssh.hassh_server_string. Like the banners they are keyed by TCP role.
+- "reverse_tunnel" / "ssh.role_reversal": after the KEXINITs, only an SSH server sends
+  SSH_MSG_KEXDH_REPLY / KEX_ECDH_REPLY / KEX_DH_GEX_GROUP (31) or KEX_DH_GEX_REPLY (33),
+  and only a client sends 30, 32 or 34. If the side that opened the TCP connection
+  sends a server-only message (or the accepting side a client-only one), the
+  connecting side is the SSH server: what reverse-shell implants such as reverse_ssh
+  do. Only reported when the initiator is known (SYN seen).
+- "tunnel" / "ssh.over_websocket" (or "ssh.over_http" for a CONNECT or another
+  Upgrade): an SSH banner after an HTTP upgrade, raw or inside WebSocket data frames
+  (client frames unmasked here), as wstunnel and similar tools carry it.
+- Through encryption, from `view.sizes` (ts, direction, length of each payload
+  packet), mapped past the end of the clear-text key exchange (SSH_MSG_NEWKEYS):
+  * "ssh.nested_kex": a second SSH handshake carried inside the session: a small
+    packet each way (two banners), then a packet each way of KEXINIT size
+    (900..2200 bytes), then a small key-exchange init one way answered by a large
+    reply (host key + signature) the other way, all within a few seconds. If the
+    small banner packet came first from the server side, the inner SSH client sits
+    behind the server: a reverse forward (`ssh -R` used to reach back into the
+    sandbox) -> "reverse_tunnel" / "ssh.reverse_forward_suspected" (confidence 0.6);
+    if from the client side (ProxyJump, `-W`) -> "tunnel" / "ssh.nested_kex" (0.5).
+    The third step is what separates a real nested handshake from OpenSSH's own
+    hostkeys-00 / hostkeys-prove-00 exchange right after authentication, which has
+    the same KEXINIT-sized pair but no large reply after it.
+  * "ssh.server_initiated": after the session is established (8+ encrypted packets),
+    the server speaks after an idle second with nobody talking, the client answers
+    within 0.5 s and both keep talking (4+ packets in the next 3 s): the shape of a
+    forwarded-tcpip channel opened by the server for an `ssh -R` listener. An
+    interactive session is driven by the client (keystrokes, then echo). Counted in
+    the fact ssh.server_initiated; from two such episodes on it is reported as
+    "reverse_tunnel" / "ssh.reverse_forward_suspected" with confidence 0.4 (a single
+    one may be a ClientAliveInterval keepalive that happened to meet a keystroke).
+  These two are deliberately conservative and low confidence: they are features for
+  the classifier, and evidence for a human, not proof.
+
+This is not JA4SSH (whose licence forbids product use); the size features are our own.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+
+from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView
+from egress.types import Detection
+
+MAX_BYTES = 8192
+_BANNER_MAX = 255                 # RFC 4253: identification line incl. CR LF
+_PRE_BANNER_LINES = 16            # other lines a server may send before its banner
+_PRE_BANNER_BYTES = 2048
+_MAX_PACKET = 35000               # RFC 4253 6.1: packets of at least this size must be accepted
+_BANNER_RE = re.compile(rb"SSH-(\d+\.\d+)-([\x21-\x2c\x2e-\x7e][\x20-\x7e]*)\Z")
+_HTTP_METHODS = (b"GET ", b"POST ", b"CONNECT ", b"PUT ", b"HEAD ", b"OPTIONS ", b"PATCH ",
+                 b"DELETE ")
+
+MSG_KEXINIT = 20
+MSG_NEWKEYS = 21
+SERVER_ONLY_KEX = frozenset({31, 33})
+CLIENT_ONLY_KEX = frozenset({30, 32, 34})
+
+# size heuristics on encrypted packets (bytes of TCP payload)
+_SMALL_MAX = 200
+_KEXINIT_LO, _KEXINIT_HI = 900, 2200
+_KEX_REPLY_MIN = 300
+_NESTED_WINDOW = 5.0
+_ESTABLISHED_PKTS = 8
+_IDLE_GAP = 1.0
+_ANSWER_WITHIN = 0.5
+_FOLLOW_WINDOW = 3.0
+
+
+class _Side:
+    """What one direction showed in clear text."""
+    __slots__ = ("state", "banner", "kexinit", "kex_msgs", "newkeys_end", "end")
+
+    def __init__(self):
+        self.state = "need"          # need | no | banner
+        self.banner = ""
+        self.kexinit: list[str] | None = None
+        self.kex_msgs: list[int] = []   # message numbers after KEXINIT, before NEWKEYS
+        self.newkeys_end = -1           # stream offset where encryption starts (-1: not yet)
+        self.end = 0                    # offset parsed so far
+
+
+def _parse_banner(data: bytes, allow_pre_lines: bool) -> tuple[str, str, int]:
+    """-> (state, banner, offset after banner); state need | no | banner."""
+    off = 0
+    for _ in range(_PRE_BANNER_LINES + 1):
+        rest = data[off:off + _BANNER_MAX + 1]
+        if len(rest) < 4:
+            return ("need" if b"SSH-".startswith(rest) or allow_pre_lines and off else
+                    "no" if rest else "need"), "", 0
+        nl = rest.find(b"\n")
+        if rest.startswith(b"SSH-"):
+            if nl < 0:
+                return ("no" if len(rest) > _BANNER_MAX else "need"), "", 0
+            line = rest[:nl].rstrip(b"\r")
+            m = _BANNER_RE.match(line)
+            if not m:
+                return "no", "", 0
+            return "banner", line.decode("ascii"), off + nl + 1
+        if not allow_pre_lines or rest.startswith(b"HTTP/") or rest.startswith(_HTTP_METHODS):
+            return "no", "", 0
+        if nl < 0:
+            return ("no" if len(rest) > _BANNER_MAX else "need"), "", 0
+        line = rest[:nl]
+        if any(c < 0x20 and c not in (9, 13) or c > 0x7e for c in line):
+            return "no", "", 0
+        off += nl + 1
+        if off > _PRE_BANNER_BYTES:
+            return "no", "", 0
+    return "no", "", 0
+
+
+def _parse_kexinit(payload: bytes) -> list[str] | None:
+    """SSH_MSG_KEXINIT payload -> its ten name-lists, or None if malformed."""
+    pos = 17                         # msg byte + 16-byte cookie
+    lists = []
+    for _ in range(10):
+        if pos + 4 > len(payload):
+            return None
+        n = int.from_bytes(payload[pos:pos + 4], "big")
+        pos += 4
+        if n > len(payload) - pos:
+            return None
+        raw = payload[pos:pos + n]
+        if any(c < 0x20 or c > 0x7e for c in raw):
+            return None
+        lists.append(raw.decode("ascii"))
+        pos += n
+    return lists
+
+
+def _parse_side(data: bytes, allow_pre_lines: bool) -> _Side:
+    side = _Side()
+    state, banner, off = _parse_banner(data, allow_pre_lines)
+    side.state = state
+    if state != "banner":
+        return side
+    side.banner = banner
+    if banner.startswith("SSH-1.") and not banner.startswith("SSH-1.99"):
+        side.end = off               # SSH-1 binary packets are not parsed
+        return side
+    # clear-text binary packets until NEWKEYS (RFC 4253 6: no MAC before the first NEWKEYS)
+    while off + 6 <= len(data):
+        plen = int.from_bytes(data[off:off + 4], "big")
+        pad = data[off + 4]
+        if plen < 5 or plen > _MAX_PACKET or pad < 4 or pad >= plen:
+            break                    # not an SSH binary packet: stop reading this side
+        if off + 4 + plen > len(data):
+            break                    # incomplete: more bytes may come
+        payload = data[off + 5:off + 4 + plen - pad]
+        off += 4 + plen
+        if not payload:
+            break
+        msg = payload[0]
+        if msg == MSG_KEXINIT and side.kexinit is None:
+            side.kexinit = _parse_kexinit(payload)
+        elif msg == MSG_NEWKEYS:
+            side.newkeys_end = off
+            break
+        elif side.kexinit is not None and 30 <= msg <= 49 and len(side.kex_msgs) < 8:
+            side.kex_msgs.append(msg)
+    side.end = off
+    return side
+
+
+def _software(banner: str) -> str:
+    parts = banner.split("-", 2)
+    return parts[2] if len(parts) == 3 else ""
+
+
+def hassh_string(kexinit: list[str], server: bool) -> str:
+    """The HASSH input: kex;enc;mac;cmp of the given side's direction."""
+    if server:
+        return ";".join((kexinit[0], kexinit[3], kexinit[5], kexinit[7]))
+    return ";".join((kexinit[0], kexinit[2], kexinit[4], kexinit[6]))
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode("ascii")).hexdigest()
+
+
+# -- HTTP upgrade / WebSocket unwrapping -------------------------------------------
+
+def _http_head(data: bytes) -> tuple[bytes, int] | None:
+    end = data.find(b"\r\n\r\n", 0, 8192)
+    if end < 0:
+        return None
+    return data[:end], end + 4
+
+
+def _ws_payload(data: bytes, limit: int = MAX_BYTES) -> bytes:
+    """Concatenated payloads of the complete WebSocket data frames at the start of `data`."""
+    out = bytearray()
+    pos = 0
+    while pos + 2 <= len(data) and len(out) < limit:
+        b0, b1 = data[pos], data[pos + 1]
+        opcode = b0 & 0x0F
+        masked = b1 & 0x80
+        n = b1 & 0x7F
+        pos += 2
+        if n == 126:
+            if pos + 2 > len(data):
+                break
+            n = int.from_bytes(data[pos:pos + 2], "big")
+            pos += 2
+        elif n == 127:
+            if pos + 8 > len(data):
+                break
+            n = int.from_bytes(data[pos:pos + 8], "big")
+            pos += 8
+        key = b""
+        if masked:
+            if pos + 4 > len(data):
+                break
+            key = data[pos:pos + 4]
+            pos += 4
+        chunk = data[pos:pos + n]
+        pos += n
+        if key:
+            chunk = bytes(c ^ key[i & 3] for i, c in enumerate(chunk[:limit]))
+        if opcode in (0, 1, 2):
+            out += chunk
+        elif opcode not in (8, 9, 10):
+            break                    # not WebSocket framing
+        if len(chunk) < n:
+            break                    # partial frame: what we have is still a valid prefix
+    return bytes(out[:limit])
+
+
+def _unwrap_http(view: StreamView) -> tuple[str, bytes, bytes] | None:
+    """If the flow is an HTTP upgrade/CONNECT that switched protocols: (kind, inner c->s, inner s->c)."""
+    req = _http_head(view.to_server)
+    if req is None or not view.to_server.startswith(_HTTP_METHODS):
+        return None
+    resp = _http_head(view.to_client)
+    if resp is None:
+        return None
+    rhead = resp[0].lower()
+    qhead = req[0].lower()
+    if rhead.startswith(b"http/1.1 101") or rhead.startswith(b"http/1.0 101"):
+        inner_c, inner_s = view.to_server[req[1]:], view.to_client[resp[1]:]
+        if b"upgrade: websocket" in qhead:
+            return "websocket", _ws_payload(inner_c), _ws_payload(inner_s)
+        return "http", inner_c, inner_s
+    if qhead.startswith(b"connect ") and (rhead.startswith(b"http/1.1 200") or rhead.startswith(b"http/1.0 200")):
+        return "http", view.to_server[req[1]:], view.to_client[resp[1]:]
+    return None
+
+
+# -- encrypted-phase shape heuristics -------------------------------------------------
+
+def _encrypted_packets(sizes, client: _Side, server: _Side) -> list:
+    """The (ts, dir, len) packets that lie entirely after each direction's NEWKEYS."""
+    ends = (client.newkeys_end, server.newkeys_end)
+    if ends[0] < 0 or ends[1] < 0:
+        return []
+    seen = [0, 0]
+    out = []
+    for item in sizes:
+        try:
+            ts, d, n = item
+        except (TypeError, ValueError):
+            return []
+        if d not in (0, 1):
+            continue
+        if seen[d] >= ends[d]:
+            out.append((ts, d, n))
+        seen[d] += n
+    return out
+
+
+def _nested_kex(pkts: list) -> int | None:
+    """Direction (0/1) that sent the first inner banner of a nested handshake, or None."""
+    n = len(pkts)
+    for i in range(n - 1):
+        ts0, d0, l0 = pkts[i]
+        if l0 > _SMALL_MAX:
+            continue
+        # the other side's banner, then a KEXINIT-sized packet each way, then init + big reply
+        j = next((k for k in range(i + 1, min(i + 4, n)) if pkts[k][1] != d0), None)
+        if j is None or pkts[j][2] > _SMALL_MAX:
+            continue
+        kex = [k for k in range(j + 1, min(j + 6, n))
+               if _KEXINIT_LO <= pkts[k][2] <= _KEXINIT_HI and pkts[k][0] - ts0 <= _NESTED_WINDOW]
+        dirs = {pkts[k][1] for k in kex}
+        if len(dirs) < 2:
+            continue
+        last = max(kex[:2] if len({pkts[k][1] for k in kex[:2]}) == 2 else kex)
+        after = pkts[last + 1:last + 6]
+        for a in range(len(after)):
+            ta, da, la = after[a]
+            if la > _SMALL_MAX or ta - ts0 > _NESTED_WINDOW:
+                continue
+            if any(db != da and lb >= _KEX_REPLY_MIN and tb - ts0 <= _NESTED_WINDOW
+                   for tb, db, lb in after[a + 1:]):
+                return d0
+    return None
+
+
+def _server_initiated(pkts: list) -> int:
+    """Episodes where the server spoke first after an idle gap and a conversation followed."""
+    count = 0
+    for i in range(max(1, _ESTABLISHED_PKTS), len(pkts)):
+        ts, d, _ = pkts[i]
+        if d != 1 or ts - pkts[i - 1][0] < _IDLE_GAP:
+            continue
+        rest = pkts[i + 1:]
+        answer = next((p for p in rest if p[1] == 0), None)
+        if answer is None or answer[0] - ts > _ANSWER_WITHIN:
+            continue
+        follow = [p for p in rest if p[0] - ts <= _FOLLOW_WINDOW]
+        if len(follow) >= 4 and {p[1] for p in follow} == {0, 1}:
+            count += 1
+    return count
+
+
+# -- the detector ------------------------------------------------------------------
+
+class SshDetector:
+    name = "ssh"
+    protocols = frozenset({6})
+    max_bytes = MAX_BYTES
+
+    def inspect(self, view: StreamView) -> InspectResult:
+        try:
+            return self._inspect(view)
+        except Exception:            # contract: never raise; a parse bug must not kill a flow
+            return NO_MATCH
+
+    def _inspect(self, view: StreamView) -> InspectResult:
+        to_server, to_client = view.to_server, view.to_client
+        wrapper = None
+        if to_server.startswith(_HTTP_METHODS) or to_client.startswith(b"HTTP/"):
+            unwrapped = _unwrap_http(view)
+            if unwrapped is None:
+                # an HTTP exchange that has not (yet) switched protocols
+                if (len(to_server) >= self.max_bytes or view.closed_to_server
+                        or (_http_head(to_client) is not None)):
+                    return NO_MATCH
+                return NEED_MORE
+            wrapper, to_server, to_client = unwrapped
+        client = _parse_side(to_server, allow_pre_lines=False)
+        server = _parse_side(to_client, allow_pre_lines=True)
+        if client.state == "no" and server.state != "banner":
+            # the initiator may be the one that sent pre-banner lines (reversed roles)
+            client = _parse_side(to_server, allow_pre_lines=True)
+        if "banner" not in (client.state, server.state):
+            if client.state == "no" or server.state == "no":
+                return NO_MATCH
+            if (view.closed_to_server and view.closed_to_client) or \
+                    len(to_server) >= self.max_bytes or len(to_client) >= self.max_bytes:
+                return NO_MATCH
+            return NEED_MORE
+        if "no" in (client.state, server.state) and not _one_sided_ok(client, server, to_server, to_client):
+            return NO_MATCH
+
+        facts: dict = {}
+        evidence: dict = {}
+        for role, side in (("client", client), ("server", server)):
+            if side.state == "banner":
+                facts["ssh.%s_banner" % role] = side.banner
+                facts["ssh.%s_software" % role] = _software(side.banner)
+                evidence["%s_banner" % role] = side.banner
+        detections = [Detection("ssh", "ssh.session", evidence)]
+
+        reversed_roles = False
+        if client.kex_msgs or server.kex_msgs:
+            c_first = client.kex_msgs[:1]
+            s_first = server.kex_msgs[:1]
+            reversed_roles = bool(set(c_first) & SERVER_ONLY_KEX or set(s_first) & CLIENT_ONLY_KEX)
+            facts["ssh.kex_msgs"] = {"client": client.kex_msgs[:4], "server": server.kex_msgs[:4]}
+            if reversed_roles and view.initiator_known:
+                detections.append(Detection("reverse_tunnel", "ssh.role_reversal", {
+                    "initiator_sent": client.kex_msgs[:4], "acceptor_sent": server.kex_msgs[:4],
+                    "initiator_banner": client.banner}))
+        if client.kexinit:
+            s = hassh_string(client.kexinit, server=False)
+            facts["ssh.hassh_string"], facts["ssh.hassh"] = s, _md5(s)
+            facts["ssh.hostkey_algorithms_client"] = client.kexinit[1]
+        if server.kexinit:
+            s = hassh_string(server.kexinit, server=True)
+            facts["ssh.hassh_server_string"], facts["ssh.hassh_server"] = s, _md5(s)
+            facts["ssh.hostkey_algorithms_server"] = server.kexinit[1]
+        if reversed_roles:
+            facts["ssh.roles_reversed"] = True
+        if wrapper is not None:
+            facts["ssh.wrapper"] = wrapper
+            sig = "ssh.over_websocket" if wrapper == "websocket" else "ssh.over_http"
+            detections.append(Detection("tunnel", sig, {"wrapper": wrapper}))
+
+        if wrapper is None:
+            pkts = _encrypted_packets(view.sizes, client, server)
+            if pkts:
+                facts["ssh.encrypted_pkts"] = [sum(1 for p in pkts if p[1] == 0),
+                                               sum(1 for p in pkts if p[1] == 1)]
+                nested = _nested_kex(pkts)
+                if nested is not None:
+                    facts["ssh.nested_kex"] = "server" if nested == 1 else "client"
+                    if nested == 1:
+                        detections.append(Detection("reverse_tunnel", "ssh.reverse_forward_suspected",
+                                                    {"shape": "nested_kex_from_server"}, 0.6))
+                    else:
+                        detections.append(Detection("tunnel", "ssh.nested_kex",
+                                                    {"shape": "nested_kex_from_client"}, 0.5))
+                episodes = _server_initiated(pkts)
+                if episodes:
+                    facts["ssh.server_initiated"] = episodes
+                    if episodes >= 2 and nested != 1:
+                        detections.append(Detection("reverse_tunnel", "ssh.reverse_forward_suspected",
+                                                    {"shape": "server_initiated", "episodes": episodes},
+                                                    0.4))
+
+        done = (view.closed_to_server and view.closed_to_client) or \
+            (len(view.to_server) >= self.max_bytes and len(view.to_client) >= self.max_bytes)
+        status = Status.MATCH if done else Status.NEED_MORE
+        return InspectResult(status, tuple(detections), "ssh", facts)
+
+
+def _one_sided_ok(client: _Side, server: _Side, to_server: bytes, to_client: bytes) -> bool:
+    """One side has a banner, the other does not: SSH only if the other side is not another protocol.
+
+    A server that answers garbage with its banner and "Protocol mismatch." is still an
+    SSH server, but a flow that speaks HTTP to it is not an SSH session: require that
+    the other side sent nothing but blank lines (someone pressing Enter in nc).
+    """
+    other = to_client if client.state == "banner" else to_server
+    return not other.strip()

@@ -1,0 +1,118 @@
+"""Test helper (scapy, never on the hot path): split a capture into flows and build
+the StreamView a detector would see, independently of the engine.
+
+TCP: the client is the side that sent the SYN (else the first packet's sender);
+each direction is reassembled by sequence number (duplicates and overlaps dropped),
+up to `budget` bytes. UDP: datagrams in order. `sizes` lists payload packets as
+(ts, direction, length), like the engine's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from egress.inspect.base import StreamView
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_PCAPS = REPO_ROOT.parent / "shared" / "pcaps"
+
+
+@dataclass
+class PcapFlow:
+    proto: int
+    client: tuple
+    server: tuple
+    initiator_known: bool
+    segs: list = field(default_factory=lambda: [[], []])   # per direction: (seq, payload)
+    isn: list = field(default_factory=lambda: [None, None])
+    datagrams: list = field(default_factory=list)
+    sizes: list = field(default_factory=list)
+    closed: list = field(default_factory=lambda: [False, False])
+
+    def stream(self, direction: int, budget: int = 8192) -> bytes:
+        segs = sorted(self.segs[direction], key=lambda s: s[0])
+        if not segs:
+            return b""
+        base = self.isn[direction] if self.isn[direction] is not None else segs[0][0]
+        out = bytearray()
+        for seq, data in segs:
+            off = (seq - base) & 0xFFFFFFFF
+            if off > 1 << 30:       # before the base: retransmission of the SYN area
+                continue
+            if off > len(out):       # hole: stop at the in-order prefix
+                break
+            out += data[len(out) - off:]
+            if len(out) >= budget:
+                break
+        return bytes(out[:budget])
+
+    def view(self, budget: int = 8192, closed: bool = True) -> StreamView:
+        import ipaddress
+        cip = ipaddress.ip_address(self.client[0]).packed
+        sip = ipaddress.ip_address(self.server[0]).packed
+        if self.proto == 17:
+            ts = b"".join(d for di, d in self.datagrams if di == 0)
+            tc = b"".join(d for di, d in self.datagrams if di == 1)
+            return StreamView(17, cip, self.client[1], sip, self.server[1], ts, tc,
+                              datagrams=list(self.datagrams[:16]), sizes=self.sizes[:64],
+                              initiator_known=self.initiator_known)
+        return StreamView(6, cip, self.client[1], sip, self.server[1], self.stream(0, budget),
+                          self.stream(1, budget), closed_to_server=closed, closed_to_client=closed,
+                          sizes=self.sizes[:64], initiator_known=self.initiator_known)
+
+
+def read_flows(path: Path) -> list[PcapFlow]:
+    from scapy.all import IP, TCP, UDP, IPv6, PcapReader  # noqa: local import, tests only
+    flows: dict = {}
+    order: list = []
+    with PcapReader(str(path)) as reader:
+        for pkt in reader:
+            ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
+            if ip is None:
+                continue
+            l4 = pkt.getlayer(TCP) or pkt.getlayer(UDP)
+            if l4 is None:
+                continue
+            proto = 6 if isinstance(l4, TCP) else 17
+            a, b = (ip.src, l4.sport), (ip.dst, l4.dport)
+            key = (proto,) + tuple(sorted([a, b]))
+            fl = flows.get(key)
+            payload = bytes(l4.payload)
+            # scapy keeps Ethernet padding inside the payload: cut it at the IP length
+            if isinstance(ip, IP):
+                l4_len = ip.len - ip.ihl * 4
+            else:
+                l4_len = ip.plen
+            hdr = l4.dataofs * 4 if proto == 6 else 8
+            payload = payload[:max(0, l4_len - hdr)]
+            if fl is None:
+                if proto == 6:
+                    flags = int(l4.flags)
+                    if flags & 0x12 == 0x12:
+                        fl = PcapFlow(6, b, a, True)
+                    else:
+                        fl = PcapFlow(6, a, b, bool(flags & 0x02))
+                else:
+                    fl = PcapFlow(17, a, b, True)
+                flows[key] = fl
+                order.append(fl)
+            d = 0 if a == fl.client else 1
+            ts = float(pkt.time)
+            if proto == 6:
+                flags = int(l4.flags)
+                if flags & 0x02:
+                    fl.isn[d] = (l4.seq + 1) & 0xFFFFFFFF
+                if flags & 0x05:
+                    fl.closed[d] = True
+                if payload and not (flags & 0x02):
+                    # drop padding that scapy may keep past the IP total length
+                    fl.segs[d].append((l4.seq, payload))
+                    fl.sizes.append((ts, d, len(payload)))
+            elif payload:
+                fl.datagrams.append((d, payload))
+                fl.sizes.append((ts, d, len(payload)))
+    return order
+
+
+def pcap_path(name: str) -> Path:
+    return SHARED_PCAPS / name
