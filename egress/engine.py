@@ -1,0 +1,221 @@
+"""The sans-IO engine: one packet in, one Decision out; events out on demand.
+
+    raw packet -> decode -> flow table -> inspect -> features/classify -> policy -> Decision
+
+Guarantees:
+- `process()` returns exactly one Decision per packet and never raises: an
+  internal error follows the configured exception policy (default: drop the
+  flow, fail closed), is counted, and the engine carries on.
+- The engine never touches sockets, clocks, signals or files: time comes from
+  the packets (`RawPacket.ts`) and from `advance(now)`, so replaying a capture
+  gives the verdicts the live daemon gave, minus the kernel's part.
+- The policy is consulted on a flow's first packet and again only when
+  something it reads changed (a detection, a fact, a classifier score).
+- Every flow ends exactly once (closed, timed out, evicted or flushed) and then
+  yields exactly one "flow" event; "alert" events are written when a detection
+  or a non-allow verdict first appears on a flow.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from egress.config import EngineConfig
+from egress.decode import decode
+from egress.flow.flow import Flow
+from egress.flow.table import FlowTable
+from egress.inspect.base import Detector
+from egress.inspect.stage import InspectStage
+from egress.output import eve
+from egress.types import Action, Decision, Detection, Mode, RawPacket, Verdict
+
+log = logging.getLogger("egress.engine")
+
+NO_POLICY = Verdict(Action.ALLOW, Mode.ENFORCE, "no-policy", ("no policy loaded",))
+UNTRACKED = Verdict(Action.ALLOW, Mode.ENFORCE, "not-ip", ("not an IP packet",))
+
+
+class Engine:
+    def __init__(self, config: EngineConfig | None = None, detectors: list[Detector] | None = None,
+                 policy: Any = None, classifier: Any = None, observers: list[Any] | None = None):
+        self.config = config or EngineConfig()
+        if detectors is None:
+            from egress.inspect.registry import default_detectors
+            detectors = default_detectors()
+        if not self.config.signatures:
+            detectors = []
+        if observers is None:
+            observers = _default_observers() if self.config.signatures else []
+        self.inspect = InspectStage(detectors, self.config)
+        self.observers = observers
+        self.policy = policy
+        self.classifier = classifier
+        self.table = FlowTable(self.config, self._on_flow_end)
+        self.counters: Counter[str] = Counter()
+        self.events: list[dict] = []
+        self._next_sweep = 0.0
+        self._now = 0.0
+        drop = self.config.exception_action == "drop"
+        self._exception_verdict = Verdict(Action.DROP if drop else Action.ALLOW, Mode.ENFORCE,
+                                          "exception-policy", ("internal error",), final=drop)
+
+    # -- the pipeline -----------------------------------------------------------------
+
+    def process(self, raw: RawPacket) -> Decision:
+        try:
+            return self._process(raw)
+        except Exception as exc:  # exception policy: never fatal, never silent
+            self.counters["engine.exceptions"] += 1
+            log.exception("engine error, applying the exception policy: %s", exc)
+            return Decision(self._exception_verdict.action, self._exception_verdict)
+
+    def _process(self, raw: RawPacket) -> Decision:
+        counters = self.counters
+        counters["packets"] += 1
+        pkt = decode(raw)
+        if pkt.anomalies:
+            for name in pkt.anomalies:
+                counters["decode." + name] += 1
+        if pkt.proto < 0:
+            return self._undecodable(pkt)
+        now = pkt.ts
+        if now > self._now:
+            self._now = now
+        if now >= self._next_sweep:
+            self.advance(now)
+
+        flow, direction, is_new = self.table.track(pkt)
+        if is_new:
+            self._start(flow, now)
+        if pkt.anomalies:
+            for name in pkt.anomalies:
+                flow.add_anomaly(name)
+        if flow.inspecting and self.inspect.on_packet(flow, pkt, direction):
+            flow.verdict_dirty = True
+            if self.policy is not None and _has_dns_answers(flow):
+                self.policy.observe(flow, now)
+        if flow.features is not None and self.classifier.on_packet(flow, pkt, direction):
+            flow.verdict_dirty = True
+        return self._decide(flow, now)
+
+    def _start(self, flow: Flow, now: float) -> None:
+        self.counters["flows"] += 1
+        if self.policy is not None:
+            flow.sandbox = self.policy.attribute(flow)
+        for observer in self.observers:
+            for detection in observer.on_flow_start(flow, now):
+                flow.detections.append(detection)
+        if self.inspect.detectors:
+            self.inspect.start(flow)
+        if self.classifier is not None:
+            self.classifier.start(flow)
+
+    def _decide(self, flow: Flow, now: float, counted: bool = True) -> Decision:
+        before = flow.verdict
+        if flow.verdict_dirty:
+            flow.verdict_dirty = False
+            verdict = self.policy.decide(flow, now) if self.policy is not None else NO_POLICY
+            flow.verdict = verdict
+            self._alert_on_change(flow, before, verdict)
+        verdict = flow.verdict
+        action = verdict.action if verdict.mode is Mode.ENFORCE else Action.ALLOW
+        revoked = action is not Action.ALLOW and flow.packets_allowed > 0 and before.action is Action.ALLOW
+        if counted:
+            if action is Action.ALLOW:
+                flow.packets_allowed += 1
+            self.counters["verdict." + action.value] += 1
+        settled = not flow.inspecting and flow.features is None
+        offload = settled or (action is not Action.ALLOW)
+        return Decision(action, verdict, flow, offload, revoked)
+
+    def _undecodable(self, pkt) -> Decision:
+        """Not IP (ARP in a capture) passes untracked; broken IP follows the exception policy."""
+        if "not-ip" in pkt.anomalies:
+            self.counters["untracked"] += 1
+            return Decision(Action.ALLOW, UNTRACKED)
+        self.counters["undecodable"] += 1
+        return Decision(self._exception_verdict.action, self._exception_verdict)
+
+    # -- events -----------------------------------------------------------------------
+
+    def _alert_on_change(self, flow: Flow, before: Verdict, after: Verdict) -> None:
+        alerted = flow.alerted if flow.alerted is not None else set()
+        fresh = [d for d in flow.detections if (d.category, d.signature) not in alerted]
+        policy_hit = after.action is not Action.ALLOW or after.alert
+        changed_hit = policy_hit and (after.rule != before.rule or after.action != before.action)
+        if not fresh and not changed_hit:
+            return
+        for d in fresh:
+            alerted.add((d.category, d.signature))
+        flow.alerted = alerted
+        self.counters["alerts"] += 1
+        self.events.append(eve.alert_event(flow, after, fresh, self._now))
+
+    def _on_flow_end(self, flow: Flow) -> None:
+        if self.classifier is not None and flow.features is not None:
+            try:
+                self.classifier.on_end(flow)
+            except Exception as exc:
+                self.counters["classifier.exceptions"] += 1
+                log.warning("classifier failed at flow end: %s", exc)
+        for observer in self.observers:
+            observer.on_flow_end(flow, self._now)
+        if flow.inspecting is not None:
+            self.inspect.finish(flow)
+        self.counters["flows.ended." + (flow.end_reason or "unknown")] += 1
+        self.events.append(eve.flow_event(flow))
+
+    # -- time, lifecycle, reload ---------------------------------------------------------
+
+    def advance(self, now: float) -> None:
+        """Expire flows whose timeouts passed at packet time `now`."""
+        self._next_sweep = now + self.config.sweep_interval
+        if now > self._now:
+            self._now = now
+        self.table.expire(now)
+
+    def flush(self) -> None:
+        """End every flow now (end of a replay, shutdown)."""
+        self.table.flush()
+
+    def drain_events(self) -> list[dict]:
+        events, self.events = self.events, []
+        return events
+
+    def swap_policy(self, policy: Any) -> None:
+        """Use a new policy from the next packet on; every live flow is judged again."""
+        self.policy = policy
+        for flow in self.table.flows.values():
+            flow.verdict_dirty = True
+
+    def rejudge(self, now: float) -> list[Flow]:
+        """Decide every live flow again now (after a reload); returns the flows that an
+        allow turned into an enforced block, which the live driver must revoke."""
+        revoked = []
+        for flow in list(self.table.flows.values()):
+            flow.verdict_dirty = True
+            decision = self._decide(flow, now, counted=False)
+            if decision.revoked:
+                revoked.append(flow)
+        return revoked
+
+    def swap_classifier(self, classifier: Any) -> None:
+        self.classifier = classifier
+
+    def stats(self) -> dict[str, int]:
+        out = dict(self.counters)
+        out["flows.active"] = len(self.table)
+        out["flows.evicted"] = self.table.evicted
+        for name, count in self.inspect.errors.items():
+            out["inspect.errors." + name] = count
+        return out
+
+
+def _has_dns_answers(flow: Flow) -> bool:
+    return "dns.answers" in flow.facts
+
+
+def _default_observers() -> list[Any]:
+    from egress.inspect.observers import default_observers
+    return default_observers()

@@ -1,0 +1,167 @@
+"""The flow table: packets -> bidirectional flows, with bounded memory and packet-time expiry.
+
+Guarantees:
+- One Flow per 5-tuple at a time (both directions map to it); a TCP SYN that
+  arrives for a closed flow starts a new flow (port reuse) after ending the old one.
+- `track()` updates counters and TCP state and returns (flow, direction, is_new);
+  it never raises on any decoded Packet.
+- Expiry is driven by packet time only (`expire(now)`), with the timeouts in
+  `egress.config.Timeouts`; ended flows are handed to `on_end` exactly once.
+- At most `max_flows` flows: creating one more evicts the least recently seen
+  flow (ended with reason "forced"), counted in `evicted`.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Callable
+
+from egress.config import EngineConfig
+from egress.flow.flow import (END_CLOSED, END_EVICTED, END_SHUTDOWN, END_TIMEOUT, STATE_CLOSED,
+                              STATE_ESTABLISHED, STATE_NEW, Flow)
+from egress.flow.orientation import sender_is_client
+from egress.types import ACK, FIN, PROTO_TCP, PROTO_UDP, RST, SYN, TO_CLIENT, TO_SERVER, Packet
+
+_PORTED = (PROTO_TCP, PROTO_UDP, 132)
+
+
+def flow_id_for(key: tuple, start: float) -> int:
+    """A stable flow id: the same traffic replayed twice gets the same ids.
+
+    52 bits so that JSON consumers that parse numbers as doubles keep it exact.
+    """
+    digest = hashlib.blake2b(repr((key, round(start, 6))).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & ((1 << 52) - 1)
+
+
+class FlowTable:
+    def __init__(self, config: EngineConfig, on_end: Callable[[Flow], None]):
+        self.config = config
+        self.timeouts = config.timeouts
+        self.on_end = on_end
+        # Insertion order is kept as "least recently seen first": track() moves a
+        # flow to the end at most once per second of packet time (cheap LRU).
+        self.flows: dict[tuple, Flow] = {}
+        self.created = 0
+        self.evicted = 0
+        self.expired = 0
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+    # -- per packet ----------------------------------------------------------------
+
+    def track(self, pkt: Packet) -> tuple[Flow, int, bool]:
+        proto = pkt.proto
+        if proto in _PORTED:
+            a, b = (pkt.src, pkt.sport), (pkt.dst, pkt.dport)
+        else:
+            a, b = (pkt.src, 0), (pkt.dst, 0)
+        key = (proto, a, b) if a <= b else (proto, b, a)
+        flows = self.flows
+        flow = flows.get(key)
+        is_new = False
+        ts = pkt.ts
+        if flow is not None and self._starts_over(flow, pkt, ts):
+            self._end(flow, END_CLOSED if flow.state == STATE_CLOSED else END_TIMEOUT)
+            flow = None
+        if flow is None:
+            flow = self._create(key, pkt, a, b)
+            is_new = True
+        elif ts - flow.last > 1.0:
+            # Refresh the LRU position; bounded cost: at most once a second per flow.
+            del flows[key]
+            flows[key] = flow
+        # A flow from an address:port to itself has identical directions: all toserver.
+        direction = TO_SERVER if (pkt.src == flow.client_ip and a[1] == flow.client_port) else TO_CLIENT
+        if pkt.src == pkt.dst and a[1] == b[1]:
+            direction = TO_SERVER
+        if ts > flow.last:
+            flow.last = ts
+        size = pkt.ip_len
+        plen = len(pkt.payload)
+        if direction == TO_SERVER:
+            flow.pkts_toserver += 1
+            flow.bytes_toserver += size
+            flow.payload_toserver += plen
+        else:
+            flow.pkts_toclient += 1
+            flow.bytes_toclient += size
+            flow.payload_toclient += plen
+        if plen and flow.first_payload_dir < 0:
+            flow.first_payload_dir = direction
+        if proto == PROTO_TCP:
+            self._tcp_state(flow, pkt.flags, direction)
+        return flow, direction, is_new
+
+    def _starts_over(self, flow: Flow, pkt: Packet, ts: float) -> bool:
+        """Port reuse or a flow that outlived its timeout between two sweeps."""
+        if ts - flow.last > self._idle_timeout(flow) or ts - flow.start > self.timeouts.absolute:
+            return True
+        return (flow.proto == PROTO_TCP and flow.state == STATE_CLOSED
+                and pkt.flags & (SYN | ACK) == SYN)
+
+    def _create(self, key: tuple, pkt: Packet, a: tuple, b: tuple) -> Flow:
+        if len(self.flows) >= self.config.max_flows:
+            oldest_key = next(iter(self.flows))
+            self.evicted += 1
+            self._end(self.flows[oldest_key], END_EVICTED)
+        sender_client, how = sender_is_client(pkt.proto, pkt.flags, a[1], b[1])
+        client, server = (a, b) if sender_client else (b, a)
+        flow = Flow(flow_id_for(key, pkt.ts), key, pkt.proto, pkt.version, client[0], client[1],
+                    server[0], server[1], pkt.ts, how)
+        self.flows[key] = flow
+        self.created += 1
+        return flow
+
+    @staticmethod
+    def _tcp_state(flow: Flow, flags: int, direction: int) -> None:
+        if flags & RST:
+            flow.rst = True
+            flow.state = STATE_CLOSED
+            return
+        if flags & SYN:
+            if flags & ACK:
+                flow.synack = True
+            else:
+                flow.syn = True
+        elif flow.state == STATE_NEW and flags & ACK and (flow.synack or not flow.syn):
+            # Handshake completed, or a mid-stream pickup that carries ACKs.
+            flow.state = STATE_ESTABLISHED
+        if flags & FIN:
+            if direction == TO_SERVER:
+                flow.fin_toserver = True
+            else:
+                flow.fin_toclient = True
+            if flow.fin_toserver and flow.fin_toclient:
+                flow.state = STATE_CLOSED
+
+    # -- expiry --------------------------------------------------------------------
+
+    def _idle_timeout(self, flow: Flow) -> float:
+        t = self.timeouts
+        if flow.proto == PROTO_TCP:
+            if flow.state == STATE_CLOSED:
+                return t.tcp_closed
+            return t.tcp_established if flow.state == STATE_ESTABLISHED else t.tcp_new
+        return t.udp if flow.proto == PROTO_UDP else t.other
+
+    def expire(self, now: float) -> int:
+        """End every flow idle past its timeout (or older than the absolute limit)."""
+        absolute = self.timeouts.absolute
+        ended = [f for f in self.flows.values()
+                 if now - f.last > self._idle_timeout(f) or now - f.start > absolute]
+        for flow in ended:
+            self._end(flow, END_CLOSED if flow.state == STATE_CLOSED else END_TIMEOUT)
+        self.expired += len(ended)
+        return len(ended)
+
+    def flush(self) -> None:
+        """End all flows (shutdown or end of replay)."""
+        for flow in list(self.flows.values()):
+            self._end(flow, END_SHUTDOWN)
+
+    def _end(self, flow: Flow, reason: str) -> None:
+        if self.flows.get(flow.key) is flow:
+            del self.flows[flow.key]
+        flow.end_reason = reason
+        self.on_end(flow)

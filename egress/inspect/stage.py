@@ -1,0 +1,147 @@
+"""The inspect stage: feeds each flow's byte streams to the detectors and merges what they find.
+
+Guarantees:
+- Detectors see reassembled, in-order bytes (TCP) or the first datagrams (UDP),
+  through a `StreamView`; they are called only when a flow has new bytes, and only
+  until each one says MATCH or NO_MATCH or its byte budget is spent.
+- A detector that raises is treated as NO_MATCH for that flow and counted in
+  `errors` (a bug to fix, never a crash).
+- Once no detector is left for a flow, its buffers are released, so inspection
+  costs memory only while it can still change something.
+- Detections are merged without duplicates (by category + signature), facts are
+  merged (first value wins, so a later packet cannot overwrite what the policy
+  already judged), and `app_proto` is set by the first detector that names one.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+from egress.config import EngineConfig
+from egress.flow.flow import Flow
+from egress.flow.reassembly import Reassembler
+from egress.inspect.base import Detector, InspectResult, Status, StreamView
+from egress.types import FIN, PROTO_TCP, RST, SYN, TO_SERVER, Packet
+
+
+class InspectStage:
+    def __init__(self, detectors: list[Detector], config: EngineConfig):
+        self.detectors = list(detectors)
+        self.config = config
+        self.errors: Counter[str] = Counter()
+
+    def start(self, flow: Flow) -> None:
+        wanted = [d for d in self.detectors if flow.proto in d.protocols]
+        if not wanted:
+            return
+        flow.inspecting = wanted
+        if flow.proto == PROTO_TCP:
+            budget, held = self.config.reassembly_budget, self.config.max_out_of_order
+            flow.streams = [Reassembler(budget, held), Reassembler(budget, held)]
+        else:
+            flow.datagrams = []
+        flow.sizes = []
+
+    def on_packet(self, flow: Flow, pkt: Packet, direction: int) -> bool:
+        """Feed one packet; True when the flow learned something (detections, facts, app_proto)."""
+        if not flow.inspecting:
+            return False
+        payload = pkt.payload
+        if payload and len(flow.sizes) < self.config.max_sizes:
+            flow.sizes.append((pkt.ts, direction, len(payload)))
+        if flow.streams is not None:
+            grew = self._feed_stream(flow, pkt, direction)
+        else:
+            grew = self._feed_datagram(flow, payload, direction)
+        if not grew:
+            return False
+        return self._run_detectors(flow)
+
+    def _feed_stream(self, flow: Flow, pkt: Packet, direction: int) -> bool:
+        stream = flow.streams[direction]
+        if pkt.flags & SYN:
+            stream.set_isn(pkt.seq)
+        grew = stream.add(pkt.seq, pkt.payload, pkt.truncated) if pkt.payload else False
+        if pkt.flags & (FIN | RST) and not grew:
+            # The direction ended: detectors waiting for more may now conclude.
+            return True
+        return grew
+
+    def _feed_datagram(self, flow: Flow, payload: bytes, direction: int) -> bool:
+        if not payload or len(flow.datagrams) >= self.config.max_datagrams:
+            return False
+        flow.datagrams.append((direction, payload))
+        return True
+
+    def _view(self, flow: Flow) -> StreamView:
+        if flow.streams is not None:
+            up, down = flow.streams
+            to_server, to_client = bytes(up.data), bytes(down.data)
+            closed_up = up.done or flow.fin_toserver or flow.rst
+            closed_down = down.done or flow.fin_toclient or flow.rst
+            datagrams = ()
+        else:
+            datagrams = tuple(flow.datagrams)
+            to_server = b"".join(p for d, p in datagrams if d == TO_SERVER)
+            to_client = b"".join(p for d, p in datagrams if d != TO_SERVER)
+            closed_up = closed_down = len(datagrams) >= self.config.max_datagrams
+        return StreamView(flow.proto, flow.client_ip, flow.client_port, flow.server_ip, flow.server_port,
+                          to_server, to_client, datagrams, closed_up, closed_down, flow.facts,
+                          flow.app_proto, tuple(flow.sizes), flow.initiator in ("syn", "synack"))
+
+    def _run_detectors(self, flow: Flow) -> bool:
+        view = self._view(flow)
+        changed = False
+        still: list[Detector] = []
+        # A detector whose budget exceeds what reassembly keeps is done when reassembly is.
+        seen = max(len(view.to_server), len(view.to_client))
+        if flow.streams is not None and seen >= self.config.reassembly_budget:
+            seen = 1 << 62
+        for detector in flow.inspecting:
+            try:
+                result = detector.inspect(view)
+            except Exception as exc:  # a detector bug must not take the flow down
+                self.errors["%s: %s" % (detector.name, type(exc).__name__)] += 1
+                continue
+            if result.detections or result.facts or result.app_proto:
+                changed |= self._merge(flow, result)
+                if result.facts:
+                    view.facts = flow.facts
+                if result.app_proto and not view.app_proto:
+                    view.app_proto = flow.app_proto
+            if result.status is Status.NEED_MORE and not self._exhausted(view, detector, seen):
+                still.append(detector)
+        flow.inspecting = still
+        if not still:
+            self.finish(flow)
+        return changed
+
+    @staticmethod
+    def _exhausted(view: StreamView, detector: Detector, seen: int) -> bool:
+        both_closed = view.closed_to_server and view.closed_to_client
+        return both_closed or seen >= detector.max_bytes
+
+    @staticmethod
+    def _merge(flow: Flow, result: InspectResult) -> bool:
+        changed = False
+        if result.app_proto and not flow.app_proto:
+            flow.app_proto = result.app_proto
+            changed = True
+        for name, value in result.facts.items():
+            if name not in flow.facts:
+                flow.facts[name] = value
+                changed = True
+        known = {(d.category, d.signature) for d in flow.detections}
+        for detection in result.detections:
+            if (detection.category, detection.signature) not in known:
+                flow.detections.append(detection)
+                known.add((detection.category, detection.signature))
+                changed = True
+        return changed
+
+    @staticmethod
+    def finish(flow: Flow) -> None:
+        """Release inspection memory; the flow keeps what was learned."""
+        flow.inspecting = None
+        flow.streams = None
+        flow.datagrams = None
+        flow.sizes = None
