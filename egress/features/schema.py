@@ -1,0 +1,74 @@
+"""The versioned, ordered feature schema: the one list both serving and training use.
+
+Guarantees:
+- `FEATURE_NAMES` is the order of every feature vector this code produces; a model
+  bundle records the names and `SCHEMA_VERSION` it was trained with, and loading a
+  bundle whose names or version differ is an error (egress.classify.bundle).
+- Bump `SCHEMA_VERSION` whenever a name, its order, or its meaning changes.
+- No feature is a port number (or any function of a port alone): the classifier must
+  find Stratum on :443 and SSH on :80 just as well.
+- Detector-derived features (`app_*`, `det_*`) are zero when signatures are off, so a
+  model has to be (and is trained to be) useful without them.
+"""
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# How many leading payload packets are kept as signed sizes (+ to server, - to client).
+FIRST_N = 16
+
+# Burst index after which a burst counts as "late" (past the handshake of TLS/SSH):
+# big late bursts both ways are the shape of a protocol nested inside another.
+LATE_BURST_INDEX = 10
+BIG_BURST = 1000          # bytes: a burst at least this large is "big"
+SMALL_MESSAGE = 600       # bytes: both sides of a "small symmetric exchange" stay under this
+
+# Application protocols (as detectors name them) folded into a few one-hot groups.
+APP_GROUPS = ("tls", "ssh", "http", "dns", "mining", "websocket", "other")
+APP_ALIASES = {
+    "tls": "tls", "ssl": "tls", "quic": "tls",
+    "ssh": "ssh",
+    "http": "http", "http2": "http",
+    "dns": "dns",
+    "stratum": "mining", "stratum2": "mining", "stratum_v2": "mining", "xmr": "mining",
+    "ethproxy": "mining", "eth-proxy": "mining", "ethminer": "mining", "getwork": "mining",
+    "mining": "mining",
+    "websocket": "websocket", "ws": "websocket",
+}
+DETECTION_CATEGORIES = ("mining", "ssh", "reverse_tunnel", "reverse_shell", "tunnel", "scan", "metadata")
+
+
+def _per_dir(*names: str) -> list[str]:
+    return [n + suffix for n in names for suffix in ("_toserver", "_toclient")]
+
+
+FEATURE_NAMES: tuple[str, ...] = tuple(
+    # volume and sizes
+    _per_dir("pkts", "payload_pkts", "bytes", "size_mean", "size_std", "size_max", "ack_only_frac")
+    + ["pkt_ratio_toserver", "byte_ratio_toserver"]
+    # who speaks first, and the first payload sizes signed by direction
+    + ["client_first", "server_first"]
+    + ["first_size_%02d" % i for i in range(FIRST_N)]
+    # timing
+    + ["duration", "bytes_per_sec", "pkts_per_min"]
+    + _per_dir("iat_mean", "iat_cv")
+    + ["idle_frac", "idle_max", "idle_periods_per_min"]
+    # messages ("bursts": runs of payload packets in one direction without a pause)
+    + _per_dir("bursts", "burst_mean", "burst_cv", "burst_max", "burst_interval_mean", "burst_interval_cv",
+               "push_frac", "idle_init_frac")
+    + ["alternation_frac", "exchanges", "exchange_req_mean", "exchange_resp_mean", "exchange_resp_req_ratio",
+       "small_sym_frac", "resp_latency_mean"]
+    # nested protocol shape (e.g. a tunnel inside SSH): big bursts past the handshake
+    + _per_dir("late_big_bursts")
+    + ["late_bursts", "late_big_frac"]
+    # TCP
+    + ["is_tcp", "is_udp", "syn_seen", "synack_seen", "fin_count", "rst_count", "zero_win_count"]
+    + _per_dir("psh_frac", "init_win")
+    # detectors (zero when signatures are off)
+    + ["app_" + g for g in APP_GROUPS]
+    + ["det_" + c for c in DETECTION_CATEGORIES]
+)
+
+INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+N_FEATURES = len(FEATURE_NAMES)
+SIGNATURE_FEATURES = tuple(n for n in FEATURE_NAMES if n.startswith(("app_", "det_")))
