@@ -1,0 +1,186 @@
+"""The engine as a transcript: packets in, decisions and EVE events out."""
+from __future__ import annotations
+
+from egress.config import EngineConfig, Timeouts
+from egress.engine import Engine
+from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status
+from egress.testing import craft
+from egress.types import Action, Detection, Mode, RawPacket, Verdict
+
+CLIENT = ("10.200.0.2", 40000)
+SERVER = ("10.200.1.2", 3333)
+LOGIN = b'{"id":1,"method":"mining.subscribe","params":[]}\n'
+
+
+class LineDetector:
+    """A stand-in detector: matches when the client sent a full line containing `needle`."""
+    name = "fake"
+    protocols = frozenset({6})
+    max_bytes = 4096
+
+    def __init__(self, needle=b"mining.subscribe"):
+        self.needle = needle
+        self.calls = 0
+
+    def inspect(self, view):
+        self.calls += 1
+        if b"\n" not in view.to_server:
+            return NEED_MORE
+        if self.needle in view.to_server:
+            return InspectResult(Status.MATCH, (Detection("mining", "fake.subscribe"),), "stratum",
+                                 {"fake.method": "mining.subscribe"})
+        return NO_MATCH
+
+
+class BlockMining:
+    """A stand-in policy: drop flows with a mining detection, allow the rest."""
+    def __init__(self, mode=Mode.ENFORCE):
+        self.mode = mode
+        self.decisions = 0
+
+    def attribute(self, flow):
+        return {"id": "sbx-1", "episode": "ep-7"}
+
+    def observe(self, flow, now):
+        pass
+
+    def decide(self, flow, now):
+        self.decisions += 1
+        if "mining" in flow.categories():
+            return Verdict(Action.DROP, self.mode, "block-mining", ("category mining",))
+        return Verdict(Action.ALLOW, self.mode, "default", ("default allow",))
+
+
+def run(packets, engine):
+    return [engine.process(RawPacket(ts, data, 101)) for ts, data in packets]
+
+
+def stratum_session(segment_size=None):
+    s = craft.TcpSession(CLIENT, SERVER).handshake()
+    s.send(True, LOGIN, segment_size=segment_size)
+    s.send(False, b'{"id":1,"result":[[],"08000002",4],"error":null}\n')
+    s.close()
+    return s.packets
+
+
+def test_the_packet_that_completes_the_login_is_dropped_and_so_is_the_rest():
+    engine = Engine(detectors=[LineDetector()], policy=BlockMining(), observers=[])
+    decisions = run(stratum_session(segment_size=7), engine)
+    actions = [d.action for d in decisions]
+    first_drop = actions.index(Action.DROP)
+    # handshake + the first segments pass; the segment that completes the line is dropped
+    assert all(a is Action.ALLOW for a in actions[:first_drop])
+    assert all(a is Action.DROP for a in actions[first_drop:])
+    assert first_drop == 3 + (len(LOGIN) + 6) // 7 - 1
+    assert decisions[first_drop].revoked and decisions[first_drop].offload
+
+
+def test_audit_mode_lets_everything_pass_but_reports_the_action():
+    engine = Engine(detectors=[LineDetector()], policy=BlockMining(Mode.AUDIT), observers=[])
+    decisions = run(stratum_session(), engine)
+    assert {d.action for d in decisions} == {Action.ALLOW}
+    engine.flush()
+    flow_events = [e for e in engine.drain_events() if e["event_type"] == "flow"]
+    assert flow_events[0]["verdict"] == {"action": "drop", "mode": "audit", "rule": "block-mining",
+                                         "reasons": ["category mining"]}
+
+
+def test_one_flow_event_with_orientation_counts_detections_and_sandbox():
+    engine = Engine(detectors=[LineDetector()], policy=BlockMining(), observers=[])
+    packets = stratum_session()
+    run(packets, engine)
+    engine.flush()
+    events = engine.drain_events()
+    flows = [e for e in events if e["event_type"] == "flow"]
+    alerts = [e for e in events if e["event_type"] == "alert"]
+    assert len(flows) == 1 and len(alerts) == 1
+    f = flows[0]
+    assert (f["src_ip"], f["src_port"], f["dest_ip"], f["dest_port"], f["proto"]) == \
+        ("10.200.0.2", 40000, "10.200.1.2", 3333, "TCP")
+    assert f["app_proto"] == "stratum"
+    assert f["flow"]["pkts_toserver"] + f["flow"]["pkts_toclient"] == len(packets)
+    assert f["flow"]["state"] == "closed" and f["flow"]["initiator"] == "syn"
+    assert f["detections"] == [{"category": "mining", "signature": "fake.subscribe"}]
+    assert f["fake"] == {"method": "mining.subscribe"}
+    assert f["sandbox"] == {"id": "sbx-1", "episode": "ep-7"}
+    assert alerts[0]["alert"]["action"] == "blocked" and alerts[0]["alert"]["category"] == "mining"
+
+
+def test_policy_runs_only_when_the_flow_changed():
+    policy = BlockMining()
+    engine = Engine(detectors=[], policy=policy, observers=[])
+    s = craft.TcpSession(CLIENT, ("10.200.1.2", 443)).handshake()
+    for _ in range(20):
+        s.send(True, b"x" * 100)
+    run(s.packets, engine)
+    assert policy.decisions == 1
+
+
+def test_detectors_stop_being_called_once_they_decided_and_buffers_are_released():
+    det = LineDetector(needle=b"never")
+    engine = Engine(detectors=[det], policy=None, observers=[])
+    s = craft.TcpSession(CLIENT, SERVER).handshake()
+    s.send(True, b"hello\n")
+    for _ in range(10):
+        s.send(True, b"more data\n")
+    decisions = run(s.packets, engine)
+    assert det.calls == 1
+    flow = decisions[-1].flow
+    assert flow.streams is None and flow.inspecting is None
+    assert decisions[-1].offload   # nothing left to learn: the kernel may take over
+
+
+def test_flows_expire_by_packet_time_and_the_cap_evicts_the_least_recent():
+    config = EngineConfig(max_flows=3, timeouts=Timeouts(udp=5.0))
+    engine = Engine(config, detectors=[], observers=[])
+    t = 1000.0
+    for i in range(5):
+        engine.process(RawPacket(t + i, craft.udp("10.200.0.2", "10.200.1.2", 40000 + i, 53, b"q"), 101))
+    assert len(engine.table) == 3 and engine.table.evicted == 2
+    engine.advance(t + 100)
+    assert len(engine.table) == 0
+    reasons = sorted(e["flow"]["reason"] for e in engine.drain_events())
+    assert reasons == ["forced", "forced", "timeout", "timeout", "timeout"]
+
+
+def test_port_reuse_after_close_starts_a_new_flow():
+    engine = Engine(detectors=[], observers=[])
+    first = craft.TcpSession(CLIENT, SERVER).handshake().send(True, b"a").close()
+    second = craft.TcpSession(CLIENT, SERVER, t0=first.t + 1, client_isn=9000).handshake().close()
+    run(first.packets + second.packets, engine)
+    engine.flush()
+    flows = [e for e in engine.drain_events() if e["event_type"] == "flow"]
+    assert len(flows) == 2 and flows[0]["flow_id"] != flows[1]["flow_id"]
+
+
+def test_garbage_never_raises_and_is_counted():
+    engine = Engine(detectors=[LineDetector()], policy=BlockMining(), observers=[])
+    for i, junk in enumerate([b"", b"\x45", b"\x60" + b"\x00" * 10, b"\x99" * 64]):
+        d = engine.process(RawPacket(1.0 + i, junk, 101))
+        assert d.action is Action.DROP     # broken IP is dropped by the default exception policy
+    lying = engine.process(RawPacket(9.0, b"\x45" + b"\xff" * 30, 101))   # tracked, with its anomaly
+    assert engine.counters["undecodable"] == 4
+    assert lying.flow.anomalies == {"ipv4-bad-length": 1}
+
+
+def test_a_detector_that_raises_is_counted_not_fatal():
+    class Broken(LineDetector):
+        name = "broken"
+        def inspect(self, view):
+            raise RuntimeError("bug")
+    engine = Engine(detectors=[Broken(), LineDetector()], policy=BlockMining(), observers=[])
+    decisions = run(stratum_session(), engine)
+    assert Action.DROP in {d.action for d in decisions}
+    assert engine.stats()["inspect.errors.broken: RuntimeError"] == 1
+
+
+def test_rejudge_after_a_reload_revokes_allowed_flows():
+    engine = Engine(detectors=[], policy=BlockMining(), observers=[])
+    decisions = run(craft.TcpSession(CLIENT, SERVER).handshake().send(True, b"hi").packets, engine)
+    flow = decisions[-1].flow
+
+    class DropAll(BlockMining):
+        def decide(self, flow, now):
+            return Verdict(Action.DROP, Mode.ENFORCE, "lockdown", ("reload",))
+    engine.swap_policy(DropAll())
+    assert engine.rejudge(2e9) == [flow]
