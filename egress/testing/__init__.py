@@ -1,0 +1,1 @@
+"""Helpers for tests, golden captures and benchmarks (never imported by the engine)."""
