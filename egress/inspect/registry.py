@@ -13,4 +13,13 @@ def default_detectors() -> list[Detector]:
     detectors: list[Detector] = []
     # Detector modules append here, e.g.:
     #   from egress.inspect.tls import TlsDetector; detectors.append(TlsDetector())
+    from egress.inspect.ethminer import EthMinerDetector
+    from egress.inspect.stratum import StratumDetector
+    from egress.inspect.stratum_v2 import StratumV2Detector
+    from egress.inspect.ws_mining import WebSocketMiningDetector
+    from egress.inspect.xmr import CryptoNoteDetector
+    detectors += [StratumDetector(), CryptoNoteDetector(), EthMinerDetector(), WebSocketMiningDetector(),
+                  StratumV2Detector()]
+    # Reads the facts of the TLS/DNS/HTTP detectors: keep it the LAST line before return.
+    from egress.inspect.pool_domain import PoolDomainDetector; detectors.append(PoolDomainDetector())
     return detectors

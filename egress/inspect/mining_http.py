@@ -1,0 +1,111 @@
+"""A small HTTP/1.x message splitter for the mining detectors (getwork, WebSocket upgrade).
+
+Not a general HTTP parser (the protocols helper's http.py is that): it cuts a stream
+prefix into at most a few messages (start line, lower-cased headers, body) so that
+JSON-RPC bodies and mining headers can be checked. Guarantees: never raises, bounded
+(header block <= MAX_HEAD bytes, <= max_messages messages), Content-Length and chunked
+bodies, a body cut by the prefix is reported as incomplete.
+"""
+from __future__ import annotations
+
+MAX_HEAD = 8192
+METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"OPTIONS ", b"PATCH ", b"DELETE ", b"CONNECT ")
+
+
+class HttpMessage:
+    __slots__ = ("start", "headers", "body", "complete", "end")
+
+    def __init__(self, start: str, headers: dict[str, str], body: bytes, complete: bool, end: int):
+        self.start = start            # request or status line
+        self.headers = headers        # lower-case name -> value (last one wins)
+        self.body = body
+        self.complete = complete      # the whole body is inside the prefix
+        self.end = end                # offset just past this message (when complete)
+
+    @property
+    def is_request(self) -> bool:
+        return not self.start.startswith("HTTP/")
+
+
+def looks_like_http(data: bytes) -> bool | None:
+    """True/False once the first bytes decide it, None while too short to tell."""
+    head = data[:8]
+    if head.startswith(b"HTTP/1.") or any(head.startswith(m) for m in METHODS):
+        return True
+    if len(head) >= 8:
+        return False
+    probe = (b"HTTP/1.",) + METHODS
+    return None if any(p.startswith(head) for p in probe) else False
+
+
+def parse_head(data: bytes, pos: int = 0):
+    """(start line, headers, body offset), or None while the header block is incomplete,
+    or False when it is not an HTTP header block (too long, bad bytes)."""
+    end = data.find(b"\r\n\r\n", pos, pos + MAX_HEAD)
+    sep = 4
+    if end < 0:
+        end = data.find(b"\n\n", pos, pos + MAX_HEAD)
+        sep = 2
+    if end < 0:
+        return False if len(data) - pos >= MAX_HEAD else None
+    try:
+        text = data[pos:end].decode("latin-1")
+    except Exception:
+        return False
+    lines = text.replace("\r\n", "\n").split("\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:64]:
+        name, colon, value = line.partition(":")
+        if colon:
+            headers[name.strip().lower()] = value.strip()
+    return lines[0], headers, end + sep
+
+
+def messages(data: bytes, max_messages: int = 4) -> list[HttpMessage]:
+    """The first HTTP messages of one direction (the last one may be incomplete)."""
+    out: list[HttpMessage] = []
+    pos = 0
+    while pos < len(data) and len(out) < max_messages:
+        head = parse_head(data, pos)
+        if not head:
+            break
+        start, headers, body_at = head
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body, complete, end = _dechunk(data, body_at)
+        else:
+            try:
+                length = int(headers.get("content-length", "0") or 0)
+            except ValueError:
+                length = 0
+            if start.startswith("HTTP/") and "content-length" not in headers:
+                length = len(data) - body_at          # read-until-close response
+            length = max(0, min(length, 1 << 20))
+            body = data[body_at:body_at + length]
+            complete = len(body) == length
+            end = body_at + len(body)
+        out.append(HttpMessage(start, headers, body, complete, end))
+        if not complete:
+            break
+        pos = end
+    return out
+
+
+def _dechunk(data: bytes, pos: int) -> tuple[bytes, bool, int]:
+    body = bytearray()
+    for _ in range(64):
+        eol = data.find(b"\r\n", pos, pos + 32)
+        if eol < 0:
+            return bytes(body), False, len(data)
+        try:
+            size = int(data[pos:eol].split(b";")[0], 16)
+        except ValueError:
+            return bytes(body), True, len(data)
+        pos = eol + 2
+        if size == 0:
+            return bytes(body), True, min(len(data), pos + 2)
+        chunk = data[pos:pos + size]
+        body += chunk
+        if len(chunk) < size:
+            return bytes(body), False, len(data)
+        pos += size + 2
+    return bytes(body), False, len(data)
