@@ -5,6 +5,11 @@
 Each file is an independent capture (its flows end when the file ends) unless
 `--join` says the files are consecutive pieces of one capture. A broken file
 gives a one-line error and the flows read so far; the exit code is then 2.
+
+Files often overlap (the same traffic captured twice, or one capture cut from
+another): a flow already reported from an earlier file (same 5-tuple, time spans
+that overlap) is one flow seen again, so it gets no second flow event; the
+summary counts such duplicates.
 """
 from __future__ import annotations
 
@@ -92,7 +97,7 @@ def _load_classifier(args):
 
 
 def _emit(engine: Engine, writer: EveWriter, summary: "Summary") -> None:
-    events = engine.drain_events()
+    events = [e for e in engine.drain_events() if not summary.seen_before(e)]
     writer.write(events)
     summary.add(events)
 
@@ -118,6 +123,22 @@ class Summary:
         self.detections: Counter[str] = Counter()
         self.alerts = 0
         self.stats: Counter[str] = Counter()
+        self.duplicates = 0
+        self._spans: dict[tuple, list[tuple[str, str]]] = {}
+
+    def seen_before(self, event: dict) -> bool:
+        """True for a flow event of a flow an earlier file already reported (counted)."""
+        if event["event_type"] != "flow":
+            return False
+        key = (event["proto"], event["src_ip"], event["src_port"], event["dest_ip"], event["dest_port"])
+        start, end = event["flow"]["start"], event["flow"]["end"]
+        spans = self._spans.setdefault(key, [])
+        # ISO timestamps of one format compare correctly as text.
+        if any(start <= e and s <= end for s, e in spans):
+            self.duplicates += 1
+            return True
+        spans.append((start, end))
+        return False
 
     def add(self, events: list[dict]) -> None:
         for event in events:
@@ -139,8 +160,9 @@ class Summary:
 
     def print(self, out: IO[str], files: int, failed: list[str]) -> None:
         w = out.write
-        w("replayed %d file(s), %d packets, %d flows, %d alerts%s\n" % (
+        w("replayed %d file(s), %d packets, %d flows, %d alerts%s%s\n" % (
             files, self.stats["packets"], self.flows, self.alerts,
+            ", %d flow(s) seen again in a later file" % self.duplicates if self.duplicates else "",
             ", %d file(s) with errors" % len(failed) if failed else ""))
         _table(w, "flows by app_proto", self.app_protos)
         _table(w, "verdicts", self.actions)
