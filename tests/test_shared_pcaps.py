@@ -1,0 +1,83 @@
+"""Replay every real third-party capture in ../shared/pcaps and find every labelled TCP flow.
+
+FLOWS.tsv names client and server per TCP flow. Where the SYN was captured
+(direction_basis syn_seen) we must agree exactly. Where it was not (no_syn),
+FLOWS.tsv takes the first packet's sender as the client; egress deliberately
+uses its port heuristic instead (egress.flow.orientation), so there we require
+the flow to be found and its server to be the side with the service port.
+"""
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+
+import pytest
+
+from egress.drivers.pcap import read_capture
+from egress.engine import Engine
+from egress.flow.orientation import EPHEMERAL_START
+
+
+def endpoint(text: str) -> tuple[str, int]:
+    host, port = text.rsplit(":", 1)
+    return host, int(port)
+
+
+def replay_file(path) -> list[dict]:
+    engine = Engine()
+    for raw in read_capture(path):
+        engine.process(raw)
+    engine.flush()
+    return [e for e in engine.drain_events() if e["event_type"] == "flow"]
+
+
+@pytest.fixture(scope="module")
+def labelled(shared_pcaps):
+    rows = defaultdict(list)
+    with open(shared_pcaps / "FLOWS.tsv") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            rows[row["file"]].append(row)
+    return rows
+
+
+def test_every_capture_replays_and_every_labelled_tcp_flow_is_found(shared_pcaps, labelled):
+    files = sorted(p for p in shared_pcaps.iterdir() if p.suffix in (".pcap", ".pcapng"))
+    assert files, "no captures in ../shared/pcaps"
+    problems = []
+    for path in files:
+        flows = replay_file(path)
+        assert flows, "%s: no flow at all" % path.name
+        index = {(e["src_ip"], e["src_port"], e["dest_ip"], e["dest_port"]): e for e in flows if e["proto"] == "TCP"}
+        for row in labelled.get(path.name, []):
+            client, server = endpoint(row["client"]), endpoint(row["server"])
+            if row["direction_basis"] == "syn_seen":
+                if client + server not in index:
+                    problems.append("%s: %s -> %s not found as client -> server" % (path.name, row["client"], row["server"]))
+                continue
+            event = index.get(client + server) or index.get(server + client)
+            if event is None:
+                problems.append("%s: %s <-> %s not found" % (path.name, row["client"], row["server"]))
+                continue
+            ports = (event["src_port"], event["dest_port"])
+            service_side_is_server = (event["dest_port"] < 1024 <= event["src_port"]
+                                      or event["src_port"] >= EPHEMERAL_START > event["dest_port"]
+                                      or event["flow"]["initiator"] == "first")
+            if not service_side_is_server:
+                problems.append("%s: %s judged client -> server by %s" % (path.name, ports, event["flow"]["initiator"]))
+    assert not problems, "\n".join(problems)
+
+
+def test_flow_counts_match_the_labelled_packet_counts_where_the_syn_was_seen(shared_pcaps, labelled):
+    """Per-direction counting: the flow's packets add up to what FLOWS.tsv counted."""
+    mismatches = []
+    for name, rows in labelled.items():
+        flows = replay_file(shared_pcaps / name)
+        index = {(e["src_ip"], e["src_port"], e["dest_ip"], e["dest_port"]): e for e in flows if e["proto"] == "TCP"}
+        for row in rows:
+            event = index.get(endpoint(row["client"]) + endpoint(row["server"]))
+            if row["direction_basis"] != "syn_seen" or event is None:
+                continue
+            pkts = event["flow"]["pkts_toserver"] + event["flow"]["pkts_toclient"]
+            if pkts != int(row["pkts"]):
+                mismatches.append("%s %s: %d packets, FLOWS.tsv says %s" % (name, row["client"], pkts, row["pkts"]))
+    assert not mismatches, "\n".join(mismatches)
