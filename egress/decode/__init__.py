@@ -27,7 +27,8 @@ Link layer (proto -1):
 IP (proto -1 unless noted):
   ip-truncated      raw IP frame with no bytes;  ip-bad-version  version nibble not 4/6
   ipv4-truncated    fewer than 20 bytes of IPv4 header captured
-  ipv4-bad-version  Ethernet said IPv4, the header says otherwise (same for ipv6-)
+  ipv4-bad-version  the link layer said IPv4, the header says otherwise
+  ipv6-bad-version  the link layer said IPv6, the header says otherwise
   ipv4-bad-ihl      IHL below 5 or beyond the packet
   ipv4-bad-length   (proto kept) total length below the header or beyond a complete frame
   ipv6-truncated    fewer than 40 bytes, or (proto kept) an extension header cut by the capture

@@ -120,6 +120,8 @@ def ipv6_fragment_header(next_header: int, offset: int = 0, more: bool = False,
 def _l4(src, dst, proto: int, segment: bytes, csum_at: int, ip_kwargs: dict, ext: bytes = b"",
         ext_first: int | None = None) -> bytes:
     s, d = addr(src), addr(dst)
+    if "ip_options" in ip_kwargs:
+        ip_kwargs["options"] = ip_kwargs.pop("ip_options")
     c = checksum(_pseudo(s, d, proto, len(segment)) + segment)
     if proto == 17 and c == 0:
         c = 0xFFFF
@@ -136,7 +138,7 @@ def tcp(src, dst, sport: int, dport: int, flags: str | int = "S", seq: int = 0, 
         payload: bytes = b"", window: int = 65535, options: bytes = b"", urgent: int = 0,
         data_offset: int | None = None, **ip_kwargs) -> bytes:
     """A TCP segment in IPv4/IPv6. `data_offset` (in 32-bit words) may lie; `ip_kwargs` go to
-    ipv4()/ipv6() (ttl, ident, df, options; hop_limit, ext, ext_first...)."""
+    ipv4()/ipv6() (ttl, ident, df, ip_options; hop_limit, ext, ext_first...)."""
     if len(options) % 4:
         options += b"\1" * (4 - len(options) % 4)      # NOP padding
     doff = (20 + len(options)) // 4 if data_offset is None else data_offset
@@ -164,6 +166,8 @@ def icmp(src, dst, type: int = 8, code: int = 0, payload: bytes = b"", ident: in
     body = struct.pack("!BBHHH", type, code, 0, ident, seq) + payload
     if len(s) == 4:
         body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
+        if "ip_options" in ip_kwargs:
+            ip_kwargs["options"] = ip_kwargs.pop("ip_options")
         return ipv4(s, dst, 1, body, **ip_kwargs)
     ext = ip_kwargs.pop("ext", b"")
     first = ip_kwargs.pop("ext_first", None)
