@@ -12,6 +12,8 @@ import sys
 # (name, module, one-line help). Each module has add_arguments(parser) and run(args) -> int.
 COMMANDS = [
     ("replay", "egress.commands.replay", "replay pcap/pcapng files through the engine, write EVE JSON"),
+    ("run", "egress.commands.run", "run the live gateway (NFQUEUE, iptables rules, SIGHUP reload)"),
+    ("iptables", "egress.commands.iptables", "show, install or remove egress's iptables rules (crash clean-up)"),
 ]
 
 

@@ -1,6 +1,6 @@
 """The live driver: NFQUEUE packets -> Engine.process -> exactly one kernel verdict.
 
-Per packet: RawPacket(ts = the queue's timestamp, else time.time(); IP bytes;
+Per packet: RawPacket(ts = the queue's timestamp if sane, else time.time(); IP bytes;
 linktype 101), `engine.process`, then one verdict:
 
 - allow                    -> NF_ACCEPT
@@ -16,6 +16,8 @@ gets sequence numbers, IPv6, checksums and ICMP rate limits right, and nothing h
 to guess which side to answer.
 
 Guarantees:
+- packet time is the queue's timestamp when it is a wall-clock time, else time.time()
+  (forwarded TCP may carry a monotonic-clock EDT timestamp);
 - exactly one verdict per packet: an engine error follows `exception_action` (drop or
   allow), is counted (`exceptions`) and never escapes the callback (an exception out
   of the callback would abort the library's receive loop);
@@ -176,7 +178,12 @@ class QueueDriver:
         decision = None
         try:
             data = pkt.get_payload()
-            ts = pkt.get_timestamp() or self.clock()
+            # The queue's timestamp is skb->tstamp, which TCP's pacing (EDT) fills with
+            # CLOCK_MONOTONIC on locally sent packets: trust it only near the wall clock.
+            now = self.clock()
+            ts = pkt.get_timestamp()
+            if not now - 1.0 < ts <= now + 0.001:
+                ts = now
             decision = self.engine.process(RawPacket(ts, data, 101, wire_length(data)))
             action = decision.action
         except Exception:

@@ -1,0 +1,89 @@
+"""Run the live gateway: bind NFQUEUE, install egress's iptables rules, enforce verdicts.
+
+`egress run [--queue N|A-B] [--rules FILE]... [--model DIR] [--eve FILE] [--metrics HOST:PORT]
+            [--sandbox-iface IFACE] [--sandbox-net CIDR]... [--fail-open|--fail-closed]
+            [--mode gateway|sidecar]`
+
+Run it inside the gateway's network namespace (or the sandbox's, for --mode sidecar).
+SIGHUP reloads rules and model and reopens the EVE file; SIGTERM drains, removes the
+rules and exits 0. Exit 2 with a one-line reason on bad input, 1 on other failures.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from egress.daemon import Daemon, DaemonConfig, StartupError
+
+
+def parse_queues(text: str) -> tuple[int, ...]:
+    first, _, last = text.partition("-")
+    try:
+        lo, hi = int(first), int(last or first)
+    except ValueError:
+        raise argparse.ArgumentTypeError("queue must be N or A-B, not %r" % text) from None
+    if not 0 <= lo <= hi <= 65535:
+        raise argparse.ArgumentTypeError("bad queue range %r" % text)
+    return tuple(range(lo, hi + 1))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--queue", type=parse_queues, default=(0,), metavar="N|A-B",
+                   help="NFQUEUE number or range (a range uses --queue-balance; default 0)")
+    p.add_argument("--rules", action="append", default=[], metavar="FILE", help="policy YAML (repeatable)")
+    p.add_argument("--model", metavar="DIR", help="classifier model bundle")
+    p.add_argument("--sandbox-map", metavar="FILE", help="address -> sandbox/episode mapping file")
+    p.add_argument("--eve", metavar="FILE", help="EVE JSON output file ('-' for stdout)")
+    p.add_argument("--metrics", default="127.0.0.1:9108", metavar="HOST:PORT",
+                   help="Prometheus endpoint (default 127.0.0.1:9108; 'off' for none). A non-loopback "
+                        "address gets an INPUT rule dropping the sandbox side's access to it")
+    p.add_argument("--sandbox-iface", metavar="IFACE", help="the gateway's interface toward the sandboxes")
+    p.add_argument("--sandbox-net", action="append", default=[], metavar="CIDR",
+                   help="sandbox address range (repeatable; used when no --sandbox-iface is given)")
+    p.add_argument("--mode", choices=("gateway", "sidecar"), default="gateway",
+                   help="gateway: FORWARD traffic; sidecar: OUTPUT/INPUT of this namespace")
+    fail = p.add_mutually_exclusive_group()
+    fail.add_argument("--fail-open", dest="fail_open", action="store_true",
+                      help="accept traffic when the daemon is gone (--queue-bypass) or the queue is full")
+    fail.add_argument("--fail-closed", dest="fail_open", action="store_false",
+                      help="drop in both cases (default)")
+    p.add_argument("--on-error", choices=("drop", "allow"), default="drop",
+                   help="what an internal error does to the packet's flow (default drop)")
+    p.add_argument("--no-gso", action="store_true", help="let the kernel segment GSO packets before queueing")
+    p.add_argument("--copy-range", type=int, default=1500, help="bytes of each packet copied to us (<= 1500)")
+    p.add_argument("--queue-maxlen", type=int, default=4096, help="kernel queue length")
+    p.add_argument("--no-rules", action="store_true", help="do not install iptables rules (they exist already)")
+    p.add_argument("--no-signatures", action="store_true", help="protocol detectors off (classifier alone)")
+    p.add_argument("--verbose", "-v", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace) -> DaemonConfig:
+    return DaemonConfig(
+        queues=tuple(args.queue), rules=list(args.rules), model=args.model, sandbox_map=args.sandbox_map,
+        eve=args.eve, metrics=None if args.metrics in ("off", "none", "") else args.metrics,
+        sandbox_iface=args.sandbox_iface, sandbox_nets=tuple(args.sandbox_net), mode=args.mode,
+        fail_open=args.fail_open, bypass=args.fail_open, gso=not args.no_gso, copy_range=args.copy_range,
+        queue_maxlen=args.queue_maxlen, exception_action=args.on_error, install_rules=not args.no_rules,
+        signatures=not args.no_signatures)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("egress.daemon").setLevel(logging.INFO)
+    daemon = Daemon(config_from_args(args))
+    daemon.install_signal_handlers()
+    try:
+        daemon.start()
+        print("egress: ready", file=sys.stderr, flush=True)
+        daemon.serve()
+    except StartupError as exc:
+        print("egress: %s" % exc, file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError, ValueError) as exc:
+        print("egress: %s" % exc, file=sys.stderr)
+        return 1
+    finally:
+        daemon.stop()
+    return 0

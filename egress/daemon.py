@@ -1,0 +1,255 @@
+"""The live daemon's life cycle: start, serve the queue, reload, drain, stop.
+
+Start order matters: load policy and model (a bad file stops us before touching the
+kernel), bind the queues and set their flags, THEN install the iptables rules, so no
+packet is queued to a queue nobody listens on. Stop is the reverse: remove the rules,
+give every packet still in the queue its verdict, flush the engine (one flow event per
+flow), unbind.
+
+Signals only set flags; the loop acts on them between packets, so a reload never
+interrupts a verdict and no packet is left without one:
+- SIGHUP: reload rules and model (a failure keeps the old ones and logs ONE line),
+  re-judge live flows (flows that now fall under a block are revoked by rewriting their
+  conntrack mark), reopen the EVE file (logrotate).
+- SIGTERM / SIGINT: drain and exit 0.
+
+Time: packet timestamps come from the queue; the flow table is advanced by the wall
+clock every `tick` seconds, so idle flows end even when no packet arrives.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+
+from egress.config import EngineConfig
+from egress.drivers.enforce import ConntrackMarker
+from egress.drivers.iptables import Iptables, RuleSpec
+from egress.drivers.nfqueue import QueueDriver
+from egress.output.eve import EveWriter
+from egress.types import Action, Mode
+
+log = logging.getLogger("egress.daemon")
+
+
+class StartupError(RuntimeError):
+    """Bad configuration or input file: reported as one line, exit code 2."""
+
+
+@dataclass
+class DaemonConfig:
+    queues: tuple[int, ...] = (0,)
+    rules: list[str] = field(default_factory=list)
+    model: str | None = None
+    sandbox_map: str | None = None
+    eve: str | None = None
+    metrics: str | None = "127.0.0.1:9108"   # host:port, or None for no endpoint
+    sandbox_iface: str | None = None
+    sandbox_nets: tuple[str, ...] = ()
+    mode: str = "gateway"
+    fail_open: bool = False                   # queue full -> accept (else drop)
+    bypass: bool = False                      # no daemon bound -> accept (else drop)
+    gso: bool = True
+    copy_range: int = 1500
+    queue_maxlen: int = 4096
+    exception_action: str = "drop"
+    install_rules: bool = True
+    signatures: bool = True
+    tick: float = 0.25
+
+
+def load_policy(rules: list[str], sandbox_map: str | None):
+    if not rules and not sandbox_map:
+        return None
+    try:
+        from egress.policy import load_policy_engine
+    except ImportError as exc:
+        raise StartupError("policy support is not available: %s" % exc) from None
+    try:
+        return load_policy_engine(rules, sandbox_map=sandbox_map)
+    except (OSError, ValueError) as exc:
+        raise StartupError(str(exc)) from None
+
+
+def load_classifier(model: str | None):
+    if not model:
+        return None
+    try:
+        from egress.classify import FlowClassifier
+    except ImportError as exc:
+        raise StartupError("classifier support is not available: %s" % exc) from None
+    try:
+        return FlowClassifier.load(model)
+    except (OSError, ValueError) as exc:
+        raise StartupError(str(exc)) from None
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, engine_factory=None):
+        self.config = config
+        self.engine_factory = engine_factory
+        self.engine = None
+        self.driver: QueueDriver | None = None
+        self.iptables = Iptables()
+        self.marker = ConntrackMarker()
+        self.metrics = None
+        self.writer: EveWriter | None = None
+        self.rules_installed = False
+        self._want_reload = False
+        self._want_stop = False
+        self.reloads = {"ok": 0, "failed": 0}
+
+    # -- start --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.config
+        policy = load_policy(cfg.rules, cfg.sandbox_map)
+        classifier = load_classifier(cfg.model)
+        engine_config = EngineConfig(signatures=cfg.signatures, exception_action=cfg.exception_action)
+        if self.engine_factory is not None:
+            self.engine = self.engine_factory(engine_config, policy, classifier)
+        else:
+            from egress.engine import Engine
+            self.engine = Engine(engine_config, policy=policy, classifier=classifier)
+        self.writer = EveWriter(cfg.eve, append=True)
+        metrics_port = None
+        if cfg.metrics:
+            from egress.metrics import Metrics
+            host, port = parse_address(cfg.metrics)
+            self.metrics = Metrics(engine_stats=self._engine_stats, queues=cfg.queues)
+            self.metrics.serve(host, port)
+            if not ipaddress.ip_address(host).is_loopback:
+                metrics_port = port      # reachable beyond loopback: keep the sandbox side out
+        self.driver = QueueDriver(self.engine, cfg.queues, copy_range=cfg.copy_range, max_len=cfg.queue_maxlen,
+                                  fail_open=cfg.fail_open, gso=cfg.gso, exception_action=cfg.exception_action,
+                                  observer=self.metrics.observe if self.metrics else None)
+        self.driver.open()
+        if cfg.install_rules:
+            self.spec = RuleSpec(mode=cfg.mode, queues=cfg.queues, bypass=cfg.bypass,
+                                 sandbox_iface=cfg.sandbox_iface, sandbox_nets=cfg.sandbox_nets,
+                                 metrics_port=metrics_port)
+            self.iptables.install(self.spec)
+            self.rules_installed = True
+        log.info("egress: serving queue(s) %s in %s mode, %s, rules %s", ",".join(map(str, cfg.queues)),
+                 cfg.mode, "fail-open" if cfg.fail_open else "fail-closed", " ".join(cfg.rules) or "(none)")
+
+    def _engine_stats(self) -> dict:
+        engine = self.engine
+        stats = engine.stats() if hasattr(engine, "stats") else dict(engine.counters)
+        if self.driver is not None:
+            for name, value in self.driver.counters.items():
+                stats["driver." + name] = value
+        for name, value in self.marker.counters.items():
+            stats["conntrack." + name] = value
+        return stats
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+
+    def request_reload(self) -> None:
+        self._want_reload = True
+
+    def request_stop(self) -> None:
+        self._want_stop = True
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def serve(self, duration: float | None = None) -> None:
+        deadline = None if duration is None else time.monotonic() + duration
+        next_tick = 0.0
+        while not self._want_stop:
+            self.driver.poll(self.config.tick)
+            now = time.time()
+            if now >= next_tick:
+                next_tick = now + self.config.tick
+                self.engine.advance(now)
+            self._write_events()
+            if self._want_reload:
+                self._want_reload = False
+                self.reload()
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+
+    def _write_events(self) -> None:
+        events = self.engine.drain_events()
+        if events:
+            self.writer.write(events)
+            self.writer.flush()
+
+    # -- reload -------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        cfg = self.config
+        try:
+            policy = load_policy(cfg.rules, cfg.sandbox_map)
+            classifier = load_classifier(cfg.model)
+        except StartupError as exc:
+            self.reloads["failed"] += 1
+            if self.metrics:
+                self.metrics.reloads.labels(result="failed").inc()
+            log.error("egress: reload failed, keeping the previous rules and model: %s", exc)
+            return False
+        self.engine.swap_policy(policy)
+        if hasattr(self.engine, "swap_classifier"):
+            self.engine.swap_classifier(classifier)
+        self.revoke_blocked(time.time())
+        self.writer.reopen()
+        self._write_events()
+        self.reloads["ok"] += 1
+        if self.metrics:
+            self.metrics.reloads.labels(result="ok").inc()
+        log.info("egress: reloaded rules %s%s", " ".join(cfg.rules) or "(none)",
+                 " and model %s" % cfg.model if cfg.model else "")
+        return True
+
+    def revoke_blocked(self, now: float) -> int:
+        """Flows that the (new) policy blocks but the kernel may still fast-path: rewrite
+        their connmark so the block takes effect at once."""
+        if not hasattr(self.engine, "rejudge"):
+            return 0
+        count = 0
+        for flow in self.engine.rejudge(now):
+            action = flow.verdict.action if flow.verdict.mode is Mode.ENFORCE else Action.ALLOW
+            if action is Action.ALLOW:
+                continue
+            ok = self.marker.set_mark(flow, action)
+            count += ok
+            if self.metrics:
+                self.metrics.revocations.labels(result="ok" if ok else "failed").inc()
+            log.info("egress: revoked flow %s (%s, rule %s)%s", flow, action.value, flow.verdict.rule,
+                     "" if ok else ": " + self.marker.last_error)
+        return count
+
+    # -- stop ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Remove the rules, answer what is still queued, flush the engine, unbind."""
+        try:
+            if self.rules_installed:
+                self.iptables.remove()
+                self.rules_installed = False
+        finally:
+            if self.driver is not None:
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline and self.driver.poll(0.05):
+                    pass
+            if self.engine is not None:
+                self.engine.flush()
+                if self.writer is not None:
+                    self._write_events()
+            if self.driver is not None:
+                self.driver.close()
+            if self.writer is not None:
+                self.writer.close()
+            self.marker.close()
+            log.info("egress: stopped, rules removed")

@@ -1,0 +1,101 @@
+"""Prometheus metrics of the live daemon (prometheus-client, a private registry).
+
+Exposed (all prefixed `egress_`):
+- packets_total{queue}                      packets that got a verdict from us
+- verdicts_total{action,rule}               kernel verdicts by action and policy rule
+- decision_seconds (histogram)              time from queue callback entry to verdict
+- exceptions_total                          engine/driver errors handled by the exception policy
+- revocations_total{result}                 conntrack mark rewrites (ok | failed)
+- reloads_total{result}                     SIGHUP reloads (ok | failed)
+- flows_total, flows_active, engine_*       read from the engine at scrape time
+- queue_dropped_total{queue,reason}         the kernel's per-queue drops (/proc/net/netfilter/nfnetlink_queue):
+                                            reason=queue_full | netlink_buffer
+- queue_waiting{queue}                      packets waiting in the queue now
+
+Guarantees: the per-packet cost is one histogram observation and two counter
+increments on cached label children; everything else is computed at scrape time.
+The HTTP server runs in a daemon thread; scraping never blocks the packet path
+(engine counters are copied, not locked; a torn read is retried once).
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from egress.drivers.nfqueue import read_queue_stats
+
+LATENCY_BUCKETS = (5e-6, 10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 50e-3)
+
+
+class Metrics:
+    def __init__(self, engine_stats=None, queues=(0,)):
+        disable_created_metrics()       # no *_created series: they only add noise here
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.packets = Counter("egress_packets", "Packets that got a verdict", ["queue"], registry=r)
+        self.verdicts = Counter("egress_verdicts", "Kernel verdicts by action and rule", ["action", "rule"], registry=r)
+        self.latency = Histogram("egress_decision_seconds", "Queue callback to verdict", buckets=LATENCY_BUCKETS,
+                                 registry=r)
+        self.exceptions = Counter("egress_exceptions", "Errors handled by the exception policy", registry=r)
+        self.revocations = Counter("egress_revocations", "Conntrack mark rewrites", ["result"], registry=r)
+        self.reloads = Counter("egress_reloads", "SIGHUP reloads", ["result"], registry=r)
+        self._packets_all = self.packets.labels(queue="all")
+        self._children: dict = {}
+        self.engine_stats = engine_stats
+        r.register(_ScrapeCollector(self))
+
+    def observe(self, decision, action, seconds: float) -> None:
+        """Called by the queue driver once per packet."""
+        rule = decision.verdict.rule if decision is not None else "exception-policy"
+        key = (action, rule)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.verdicts.labels(action=action.value, rule=rule)
+        child.inc()
+        self._packets_all.inc()
+        self.latency.observe(seconds)
+
+    def serve(self, address: str, port: int):
+        from prometheus_client import start_http_server
+        return start_http_server(port, addr=address, registry=self.registry)
+
+
+class _ScrapeCollector:
+    """Engine and kernel numbers, read when Prometheus scrapes."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        stats = {}
+        if self.metrics.engine_stats is not None:
+            for _ in range(2):
+                try:
+                    stats = dict(self.metrics.engine_stats())
+                    break
+                except RuntimeError:   # the packet thread changed the dict under us
+                    continue
+        flows = CounterMetricFamily("egress_flows", "Flows seen")
+        flows.add_metric([], stats.get("flows", 0))
+        yield flows
+        active = GaugeMetricFamily("egress_flows_active", "Flows in the flow table")
+        active.add_metric([], stats.get("flows.active", 0))
+        yield active
+        engine = CounterMetricFamily("egress_engine_events", "Engine counters (decode anomalies, alerts, ...)",
+                                     labels=["name"])
+        for name, value in sorted(stats.items()):
+            if name not in ("flows", "flows.active") and isinstance(value, (int, float)):
+                engine.add_metric([name], value)
+        yield engine
+        dropped = CounterMetricFamily("egress_queue_dropped", "Packets the kernel dropped at the queue",
+                                      labels=["queue", "reason"])
+        waiting = GaugeMetricFamily("egress_queue_waiting", "Packets waiting in the queue", labels=["queue"])
+        for num, q in sorted(read_queue_stats().items()):
+            dropped.add_metric([str(num), "queue_full"], q["queue_dropped"])
+            dropped.add_metric([str(num), "netlink_buffer"], q["user_dropped"])
+            waiting.add_metric([str(num)], q["queue_total"])
+        yield dropped
+        yield waiting
