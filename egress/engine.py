@@ -33,6 +33,7 @@ from egress.types import Action, Decision, Detection, Mode, RawPacket, Verdict
 log = logging.getLogger("egress.engine")
 
 NO_POLICY = Verdict(Action.ALLOW, Mode.ENFORCE, "no-policy", ("no policy loaded",))
+_VERDICT_COUNTER = {action: "verdict." + action.value for action in Action}
 UNTRACKED = Verdict(Action.ALLOW, Mode.ENFORCE, "not-ip", ("not an IP packet",))
 
 
@@ -120,13 +121,13 @@ class Engine:
             self._alert_on_change(flow, before, verdict)
         verdict = flow.verdict
         action = verdict.action if verdict.mode is Mode.ENFORCE else Action.ALLOW
-        revoked = action is not Action.ALLOW and flow.packets_allowed > 0 and before.action is Action.ALLOW
+        allowed = action is Action.ALLOW
+        revoked = not allowed and flow.packets_allowed > 0 and before.action is Action.ALLOW
         if counted:
-            if action is Action.ALLOW:
+            if allowed:
                 flow.packets_allowed += 1
-            self.counters["verdict." + action.value] += 1
-        settled = not flow.inspecting and flow.features is None
-        offload = settled or (action is not Action.ALLOW)
+            self.counters[_VERDICT_COUNTER[action]] += 1
+        offload = not allowed or (not flow.inspecting and flow.features is None)
         return Decision(action, verdict, flow, offload, revoked)
 
     def _undecodable(self, pkt) -> Decision:

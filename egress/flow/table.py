@@ -22,6 +22,7 @@ from egress.flow.orientation import sender_is_client
 from egress.types import ACK, FIN, PROTO_TCP, PROTO_UDP, RST, SYN, TO_CLIENT, TO_SERVER, Packet
 
 _PORTED = (PROTO_TCP, PROTO_UDP, 132)
+_STATEFUL = SYN | FIN | RST     # flags that can change the TCP state of an established flow
 
 
 def flow_id_for(key: tuple, start: float) -> int:
@@ -41,6 +42,8 @@ class FlowTable:
         # Insertion order is kept as "least recently seen first": track() moves a
         # flow to the end at most once per second of packet time (cheap LRU).
         self.flows: dict[tuple, Flow] = {}
+        t = config.timeouts
+        self._min_idle = min(t.tcp_new, t.tcp_established, t.tcp_closed, t.udp, t.other, t.absolute)
         self.created = 0
         self.evicted = 0
         self.expired = 0
@@ -61,7 +64,9 @@ class FlowTable:
         flow = flows.get(key)
         is_new = False
         ts = pkt.ts
-        if flow is not None and self._starts_over(flow, pkt, ts):
+        # Cheap pre-check first: most packets are neither late nor a SYN on a closed flow.
+        if flow is not None and (ts - flow.last > self._min_idle or flow.state == STATE_CLOSED) \
+                and self._starts_over(flow, pkt, ts):
             self._end(flow, END_CLOSED if flow.state == STATE_CLOSED else END_TIMEOUT)
             flow = None
         if flow is None:
@@ -89,7 +94,7 @@ class FlowTable:
             flow.payload_toclient += plen
         if plen and flow.first_payload_dir < 0:
             flow.first_payload_dir = direction
-        if proto == PROTO_TCP:
+        if proto == PROTO_TCP and (pkt.flags & _STATEFUL or flow.state is STATE_NEW):
             self._tcp_state(flow, pkt.flags, direction)
         return flow, direction, is_new
 
