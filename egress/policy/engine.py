@@ -1,0 +1,450 @@
+"""The runtime policy: attribution, DNS learning and decisions, for the engine to call.
+
+`PolicyEngine` implements the policy protocol of the engine (ENGINE_API.md):
+`attribute(flow)`, `observe(flow, now)`, `decide(flow, now) -> Verdict`, plus `reload()`.
+
+Guarantees:
+- The compiled `PolicySet` is immutable; a PolicyEngine never changes its rules.
+  `reload()` builds a NEW PolicyEngine from the same files (rules and sandbox map),
+  carrying over learned DNS records, per-flow memos, run-time sandbox registrations
+  and the violation log; on invalid input it raises PolicyError and nothing changes.
+- Precedence: the rules of the flow's policy in order, first match wins, then the
+  policy's explicit default. Conditions of one rule are ANDed.
+- Decisions use only what is known now. An unknown that may still arrive (the TLS SNI
+  or HTTP Host of a young flow, its app_proto) never blocks by itself: if an allow/alert
+  rule is waiting for such a fact and only a blocking rule (or default) matches so far,
+  the verdict is a provisional allow (rule "pending", never final) for at most
+  `PENDING_PACKETS` client packets / `PENDING_BYTES` client payload bytes. Detections
+  and classifier scores are not waited for: a block rule on them matches when they land
+  (the engine then revokes the flow).
+- Names of a flow: its TLS SNI, HTTP Host and DNS query facts. Without any, the names
+  DNS answers gave for the server address when the flow started (remembered per flow,
+  so TTL expiry never revokes a running flow).
+- Domain-fronting guard: an SNI/Host naming a domain that some rule of the policy lists
+  must go to an address DNS gave for that name (or its CNAME chain) when DNS for it was
+  seen. A mismatch makes the name unusable for matching and adds a Detection
+  (category "policy", signature "policy.sni_mismatch" / "policy.host_mismatch") to the
+  flow. When no DNS was seen for the name it is trusted, unless the policy sets
+  `require_dns_for_domains: true` (recommended live, where the gateway sees the DNS).
+- `decide()` never raises on odd flow contents (missing facts, wrong types).
+"""
+from __future__ import annotations
+
+import fnmatch
+from collections import OrderedDict
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from egress.policy.attribution import Attribution, Entry, load_sandbox_map
+from egress.policy.dnscache import DnsCache
+from egress.policy.match import CidrSet, is_ip_literal, normalize_name
+from egress.policy.schema import BLOCKING, Policy, PolicySet, Rule, load_policy, parse_policy
+from egress.policy.source import PolicyError
+from egress.types import PROTO_TCP, PROTO_UDP, Action, Detection, Verdict, ip_text, proto_name
+
+PENDING_PACKETS = 8          # client packets a flow may send while its SNI/Host/app_proto is awaited
+PENDING_BYTES = 4096         # ... and client payload bytes (a ClientHello fits; an upload does not)
+MEMO_MAX = 262144            # per-flow memos kept (flow ids, least recent dropped)
+# app protocols after which no SNI/Host can still appear
+_NAMELESS_PROTOS = frozenset(("ssh", "dns", "stratum", "ntp", "git", "smtp", "ftp", "rdp", "irc", "websocket"))
+ALLOW_ALL = "version: 1\npolicies:\n  allow-all:\n    mode: enforce\n    rules: []\n    default: allow\n"
+_ACTIONS = {"allow": Action.ALLOW, "alert": Action.ALLOW, "drop": Action.DROP, "reject": Action.REJECT}
+
+
+def _iso(ts: float) -> str:
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return str(ts)
+
+
+class _FlowView:
+    """What the rules of one policy see of one flow at one moment (computed lazily, once)."""
+    __slots__ = ("engine", "flow", "policy", "now", "_names", "_learned", "claimed", "notes")
+
+    def __init__(self, engine: "PolicyEngine", flow: Any, policy: Policy, now: float):
+        self.engine = engine
+        self.flow = flow
+        self.policy = policy
+        self.now = now
+        self._names: list[tuple[str, str]] | None = None
+        self._learned: frozenset | None = None
+        self.claimed = False
+        self.notes: list[str] = []
+
+    def facts(self) -> dict:
+        facts = getattr(self.flow, "facts", None)
+        return facts if isinstance(facts, dict) else {}
+
+    def names(self) -> list[tuple[str, str]]:
+        """Usable (name, source) pairs claimed by the flow itself, after the fronting guard."""
+        if self._names is not None:
+            return self._names
+        facts = self.facts()
+        out: list[tuple[str, str]] = []
+        dns = self.engine.dns
+        start = getattr(self.flow, "start", self.now)
+        for key, source, guarded in (("tls.sni", "sni", True), ("http.host", "host", True), ("dns.query", "dns query", False)):
+            name = normalize_name(facts.get(key))
+            if not name or is_ip_literal(name):
+                continue
+            self.claimed = True
+            if guarded and self.policy.guarded_domains.match(name):
+                addrs = dns.addresses(name, start)
+                if addrs is not None and self.flow.server_ip not in addrs:
+                    self.engine._fronting(self.flow, name, source, self.now)
+                    self.notes.append("%s %s goes to %s, not an address DNS gave for it" % (
+                        source, name, ip_text(self.flow.server_ip)))
+                    continue
+                if addrs is None and self.policy.require_dns_for_domains:
+                    self.notes.append("no DNS seen for %s %s (require_dns_for_domains)" % (source, name))
+                    continue
+            out.append((name, source))
+        self._names = out
+        return out
+
+    def learned(self) -> frozenset:
+        if self._learned is None:
+            self._learned = self.engine._learned_names(self.flow)
+        return self._learned
+
+    def pending_names(self) -> bool:
+        flow = self.flow
+        if flow.proto not in (PROTO_TCP, PROTO_UDP) or flow.app_proto in _NAMELESS_PROTOS:
+            return False
+        return _young(flow)
+
+
+def _young(flow: Any) -> bool:
+    """Can a name/app_proto still arrive? Only while detectors run and the flow is young."""
+    return bool(getattr(flow, "inspecting", None)) and flow.pkts_toserver <= PENDING_PACKETS \
+        and flow.payload_toserver < PENDING_BYTES
+
+
+class PolicyEngine:
+    """Runtime policy. Build with `PolicyEngine.load(rule_paths, sandbox_map=None)`."""
+
+    def __init__(self, policy: PolicySet, rule_paths: Sequence[str] = (), sandbox_map: str | None = None,
+                 attribution: Attribution | None = None, dns: DnsCache | None = None,
+                 memo: OrderedDict | None = None, dns_done: OrderedDict | None = None,
+                 counters: dict | None = None):
+        self.policy = policy
+        self.rule_paths = tuple(str(p) for p in rule_paths)
+        self.sandbox_map = str(sandbox_map) if sandbox_map else None
+        self.attribution = attribution if attribution is not None else Attribution()
+        s = policy.dns
+        self.dns = (dns.reconfigured(s.min_ttl, s.max_ttl, s.max_entries) if dns is not None
+                    else DnsCache(s.min_ttl, s.max_ttl, s.max_entries))
+        self._memo = memo if memo is not None else OrderedDict()          # flow_id -> learned names
+        self._dns_done = dns_done if dns_done is not None else OrderedDict()  # flow_id -> answers seen
+        self.counters = dict(counters) if counters else {
+            "decisions": 0, "pending": 0, "fronting": 0, "dns_flows": 0, "dns_untrusted": 0,
+            "unknown_policy": 0}
+        self._by_name = {s.name: s for s in policy.sandboxes}
+        self._by_iface = {i: s for s in policy.sandboxes for i in sorted(s.interfaces)}
+        nets, owner = [], {}
+        for sbx in policy.sandboxes:                     # first definition of a network wins
+            for net in sbx.cidrs.networks:
+                if str(net) not in owner:
+                    owner[str(net)] = sbx
+                    nets.append(net)
+        self._sbx_cidrs = CidrSet(nets)
+        self._sbx_owner = owner
+        self._multi = len(policy.policies) > 1
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, rule_paths: Sequence[str], sandbox_map: str | None = None,
+             attribution: Attribution | None = None) -> "PolicyEngine":
+        """Read rules files (merged in order) and an optional sandbox map; PolicyError if invalid."""
+        if isinstance(rule_paths, (str, bytes)):
+            rule_paths = [rule_paths]
+        policy = load_policy([str(p) for p in rule_paths])
+        entries = load_sandbox_map(str(sandbox_map)) if sandbox_map else []
+        if attribution is None:
+            attribution = Attribution(entries, str(sandbox_map) if sandbox_map else None)
+        elif sandbox_map:
+            attribution.replace_file_entries(entries, str(sandbox_map))
+        return cls(policy, rule_paths, sandbox_map, attribution)
+
+    @classmethod
+    def allow_all(cls, sandbox_map: str | None = None) -> "PolicyEngine":
+        """No rules files: allow everything, but still attribute flows to sandboxes."""
+        entries = load_sandbox_map(str(sandbox_map)) if sandbox_map else []
+        return cls(parse_policy([("<built-in>", ALLOW_ALL)]), (), sandbox_map,
+                   Attribution(entries, str(sandbox_map) if sandbox_map else None))
+
+    @classmethod
+    def from_text(cls, text: str, name: str = "<rules>", sandbox_entries: Sequence[Entry] = ()) -> "PolicyEngine":
+        """For tests and tools: one rules document given as text."""
+        return cls(parse_policy([(name, text)]), attribution=Attribution(sandbox_entries))
+
+    def reload(self) -> "PolicyEngine":
+        """A new PolicyEngine from the same files, keeping learned state; PolicyError if invalid."""
+        policy = load_policy(list(self.rule_paths)) if self.rule_paths else self.policy
+        entries = load_sandbox_map(self.sandbox_map) if self.sandbox_map else None
+        # Both inputs are valid: only now touch the shared attribution.
+        if entries is not None:
+            self.attribution.replace_file_entries(entries)
+        return PolicyEngine(policy, self.rule_paths, self.sandbox_map, self.attribution, self.dns,
+                            self._memo, self._dns_done, self.counters)
+
+    @property
+    def digest(self) -> str:
+        return self.policy.digest
+
+    def summary(self) -> str:
+        return self.policy.summary()
+
+    # -- protocol: attribute / observe / decide ---------------------------------------------
+
+    def attribute(self, flow: Any, iface: str | None = None) -> dict | None:
+        """{"id": sandbox, "episode": episode-or-None} for the flow's sandbox, or None."""
+        entry = self._entry(flow)
+        if entry is not None:
+            return {"id": entry.sandbox, "episode": entry.episode}
+        sbx = self._yaml_sandbox(flow, iface)
+        if sbx is not None:
+            return {"id": sbx.name, "episode": None}
+        return None
+
+    def observe(self, flow: Any, now: float) -> None:
+        """Learn from a DNS flow's answers (once per new answer batch)."""
+        facts = getattr(flow, "facts", None)
+        answers = facts.get("dns.answers") if isinstance(facts, dict) else None
+        if not answers or not isinstance(answers, (list, tuple)):
+            return
+        if self._dns_done.get(flow.flow_id) == len(answers):
+            return
+        trusted = self.policy.dns.trusted_resolvers
+        if trusted is not None and flow.server_ip not in trusted:
+            self.counters["dns_untrusted"] += 1
+            self._remember(self._dns_done, flow.flow_id, len(answers))
+            return
+        self._remember(self._dns_done, flow.flow_id, len(answers))
+        self.counters["dns_flows"] += 1
+        self.dns.learn(answers, now)
+
+    def decide(self, flow: Any, now: float) -> Verdict:
+        self.counters["decisions"] += 1
+        policy = self.policy_for(flow)
+        view = _FlowView(self, flow, policy, now)
+        if policy.guarded_domains.patterns:
+            view.names()               # run the fronting guard first: a rule may match its detection
+        waiting: Rule | None = None
+        all_excluded = True            # every earlier rule can never match this flow
+        for rule in policy.rules:
+            state, reasons, excluded = self._evaluate(rule, view)
+            if state is True:
+                if rule.action in BLOCKING and waiting is not None:
+                    return self._pending(policy, waiting, view)
+                verdict = self._verdict(policy, rule.name, rule.action, reasons, view,
+                                        final=all_excluded and rule.static)
+                return self._record(flow, verdict, policy, now)
+            if state is None and waiting is None and rule.action not in BLOCKING:
+                waiting = rule
+            all_excluded = all_excluded and excluded
+        if policy.default in BLOCKING and waiting is not None:
+            return self._pending(policy, waiting, view)
+        verdict = self._verdict(policy, "default", policy.default, ["default %s" % policy.default], view,
+                                final=all_excluded)
+        return self._record(flow, verdict, policy, now)
+
+    # -- policy selection -------------------------------------------------------------------
+
+    def policy_for(self, flow: Any) -> Policy:
+        policies = self.policy.policies
+        entry = self._entry(flow)
+        if entry is not None and entry.policy:
+            if entry.policy in policies:
+                return policies[entry.policy]
+            self.counters["unknown_policy"] += 1
+        sid = None
+        sandbox = getattr(flow, "sandbox", None)
+        if isinstance(sandbox, dict):
+            sid = sandbox.get("id")
+        if sid is None and entry is not None:
+            sid = entry.sandbox
+        sbx = self._by_name.get(sid) if sid is not None else None
+        if sbx is None or sbx.policy is None:
+            sbx = self._yaml_sandbox(flow, None)
+        if sbx is not None and sbx.policy is not None:
+            return policies[sbx.policy]
+        return policies[self.policy.default_policy]
+
+    def _entry(self, flow: Any) -> Entry | None:
+        return self.attribution.lookup(flow.client_ip) or self.attribution.lookup(flow.server_ip)
+
+    def _yaml_sandbox(self, flow: Any, iface: str | None):
+        if iface is None:
+            facts = getattr(flow, "facts", None)
+            iface = facts.get("iface") if isinstance(facts, dict) else None
+        if iface is not None and iface in self._by_iface:
+            return self._by_iface[iface]
+        hit = self._sbx_cidrs.lookup(flow.client_ip) or self._sbx_cidrs.lookup(flow.server_ip)
+        return self._sbx_owner[hit] if hit is not None else None
+
+    # -- rule evaluation -----------------------------------------------------------------------
+
+    def _evaluate(self, rule: Rule, view: _FlowView) -> tuple[bool | None, list[str], bool]:
+        """(True | False | None=not yet known, reasons, statically excluded)."""
+        flow = view.flow
+        reasons: list[str] = []
+        if rule.ip_version is not None and flow.version != rule.ip_version:
+            return False, reasons, True
+        if rule.proto is not None:
+            if flow.proto not in rule.proto:
+                return False, reasons, True
+            reasons.append("proto %s" % proto_name(flow.proto).lower())
+        if rule.dest is not None:
+            net = rule.dest.lookup(flow.server_ip)
+            if net is None:
+                return False, reasons, True
+            reasons.append("dest %s in %s" % (ip_text(flow.server_ip), net))
+        if rule.src is not None:
+            net = rule.src.lookup(flow.client_ip)
+            if net is None:
+                return False, reasons, True
+            reasons.append("src %s in %s" % (ip_text(flow.client_ip), net))
+        if rule.ports is not None:
+            if flow.proto not in (PROTO_TCP, PROTO_UDP) or rule.ports.match(flow.server_port) is None:
+                return False, reasons, True
+            reasons.append("port %d" % flow.server_port)
+
+        unknown = False
+        if rule.categories is not None or rule.signatures is not None:
+            hit = self._detection(rule, flow)
+            if hit is None:
+                return False, reasons, False
+            reasons.append(hit)
+        if rule.classifier is not None:
+            hit = self._classifier(rule, flow)
+            if hit is None:
+                return False, reasons, False
+            reasons.append(hit)
+        if rule.app_proto is not None:
+            app = flow.app_proto
+            if app in rule.app_proto:
+                reasons.append("app_proto %s" % app)
+            elif app is None and flow.proto in (PROTO_TCP, PROTO_UDP) and _young(flow):
+                unknown = True
+            else:
+                return False, reasons, False
+        if rule.domains is not None:
+            state, why = self._domain(rule, view)
+            if state is False:
+                return False, reasons, False
+            if state is None:
+                unknown = True
+            else:
+                reasons.append(why)
+        if unknown:
+            return None, reasons, False
+        if not reasons:
+            reasons.append("rule %s matches every flow" % rule.name)
+        return True, reasons, False
+
+    @staticmethod
+    def _detection(rule: Rule, flow: Any) -> str | None:
+        for det in getattr(flow, "detections", None) or ():
+            category = getattr(det, "category", None)
+            signature = getattr(det, "signature", "") or ""
+            if rule.categories is not None and category not in rule.categories:
+                continue
+            if rule.signatures is not None and not any(
+                    fnmatch.fnmatchcase(signature, p) for p in rule.signatures):
+                continue
+            if rule.categories is not None:
+                return "category %s (%s)" % (category, signature)
+            return "signature %s" % signature
+        return None
+
+    @staticmethod
+    def _classifier(rule: Rule, flow: Any) -> str | None:
+        ml = getattr(flow, "ml", None)
+        scores = ml.get("scores") if isinstance(ml, dict) else None
+        if not isinstance(scores, dict):
+            return None
+        for cond in rule.classifier:
+            score = scores.get(cond.cls)
+            if isinstance(score, (int, float)) and not isinstance(score, bool) and score >= cond.min_score:
+                return "classifier %s %.2f >= %.2f (%s)" % (cond.cls, score, cond.min_score, ml.get("model", "model"))
+        return None
+
+    @staticmethod
+    def _domain(rule: Rule, view: _FlowView) -> tuple[bool | None, str]:
+        names = view.names()
+        for name, source in names:
+            pattern = rule.domains.match(name)
+            if pattern is not None:
+                return True, "domain %s (%s%s)" % (name, source, "" if pattern == name else ", " + pattern)
+        if view.claimed:
+            return False, ""
+        for name in sorted(view.learned()):
+            pattern = rule.domains.match(name)
+            if pattern is not None:
+                return True, "domain %s (address from DNS%s)" % (name, "" if pattern == name else ", " + pattern)
+        if view.pending_names():
+            return None, ""
+        return False, ""
+
+    # -- verdicts ------------------------------------------------------------------------------
+
+    def _verdict(self, policy: Policy, rule: str, action: str, reasons: list[str], view: _FlowView,
+                 final: bool) -> Verdict:
+        if action == "allow" and rule != "default":
+            reasons = reasons + ["%s allowed" % ("rule " + rule)]
+        out = list(reasons) + view.notes
+        if self._multi:
+            out.append("policy %s" % policy.name)
+        return Verdict(action=_ACTIONS[action], mode=policy.mode, rule=rule, reasons=tuple(out),
+                       final=final, alert=action != "allow")
+
+    def _pending(self, policy: Policy, waiting: Rule, view: _FlowView) -> Verdict:
+        self.counters["pending"] += 1
+        what = "app_proto" if waiting.domains is None else "SNI/Host"
+        reasons = ["waiting for %s: rule %s may still match" % (what, waiting.name)] + view.notes
+        return Verdict(action=Action.ALLOW, mode=policy.mode, rule="pending", reasons=tuple(reasons))
+
+    def _record(self, flow: Any, verdict: Verdict, policy: Policy, now: float) -> Verdict:
+        if verdict.action is Action.ALLOW and not verdict.alert:
+            return verdict
+        sandbox = getattr(flow, "sandbox", None)
+        self.attribution.record({
+            "timestamp": _iso(now), "flow_id": flow.flow_id, "sandbox": sandbox,
+            "src_ip": ip_text(flow.client_ip), "src_port": flow.client_port,
+            "dest_ip": ip_text(flow.server_ip), "dest_port": flow.server_port,
+            "proto": proto_name(flow.proto), "app_proto": flow.app_proto,
+            "action": "alert" if verdict.action is Action.ALLOW else verdict.action.value,
+            "mode": verdict.mode.value, "rule": verdict.rule, "reasons": list(verdict.reasons),
+            "policy": policy.name, "digest": self.policy.short_digest,
+        })
+        return verdict
+
+    # -- learned state ---------------------------------------------------------------------------
+
+    def _learned_names(self, flow: Any) -> frozenset:
+        names = self._memo.get(flow.flow_id)
+        if names is None or names[0] != flow.server_ip:
+            found = frozenset(self.dns.names(flow.server_ip, getattr(flow, "start", 0.0)))
+            names = (flow.server_ip, found)
+            self._remember(self._memo, flow.flow_id, names)
+        return names[1]
+
+    def _fronting(self, flow: Any, name: str, source: str, now: float) -> None:
+        signature = "policy.sni_mismatch" if source == "sni" else "policy.host_mismatch"
+        detections = getattr(flow, "detections", None)
+        if not isinstance(detections, list):
+            return
+        if any(getattr(d, "signature", None) == signature for d in detections):
+            return
+        self.counters["fronting"] += 1
+        detections.append(Detection("policy", signature, {"name": name, "dest_ip": ip_text(flow.server_ip)}))
+
+    @staticmethod
+    def _remember(table: OrderedDict, key: Any, value: Any) -> None:
+        table[key] = value
+        table.move_to_end(key)
+        if len(table) > MEMO_MAX:
+            table.popitem(last=False)
