@@ -52,6 +52,8 @@ class Accumulator:
         "k", "bn", "bsum", "bsq", "bmax", "bl", "bi_n", "bi_s", "bi_q",
         "pd", "pe", "pbb", "push", "idle_init", "idle_n", "idle_s", "idle_max",
         "alt", "ex_n", "ex_req", "ex_resp", "ex_small", "ex_lat", "late_n", "late_big",
+        # scratch for the classifier (next scoring time); not a feature
+        "due",
     )
 
     def __init__(self, proto: int = 6):
@@ -105,6 +107,7 @@ class Accumulator:
         self.ex_lat = 0.0
         self.late_n = 0
         self.late_big = [0, 0]
+        self.due = 0.0
 
     # -- per packet ---------------------------------------------------------------------
 

@@ -1,0 +1,133 @@
+"""The engine's classifier: per-packet feature updates, scoring only at checkpoints.
+
+Guarantees (the FlowClassifier protocol in notes/ENGINE_API.md):
+- `start(flow)` puts a fresh `egress.features.Accumulator` on `flow.features`.
+- `on_packet` costs one accumulator update plus two comparisons; it scores the flow
+  only when the flow reaches a packet-count checkpoint (8, 32, 128, 512 by default)
+  or a flow-age checkpoint (10 s, 60 s, 300 s, then every 300 s: long-lived low-rate
+  flows such as miners send few packets), and then returns True.
+- `on_end` always scores once more, so a flow event carries the final score.
+- The result is cached on the flow: flow.ml = {"model", "class", "scores"}.
+- `class` is the highest-scoring non-benign class whose score reaches its threshold
+  (metadata "thresholds"), else the first class (benign).
+- Works with signatures off: detector features are then zero, as in training.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from egress.classify.bundle import Bundle, load_bundle
+from egress.features import Accumulator, payload_len, vector
+
+
+class _Checkpoints:
+    """Packet counts and flow ages at which a flow is (re)scored."""
+
+    def __init__(self, counts, ages):
+        self.counts = frozenset(int(c) for c in counts)
+        self.ages = tuple(sorted(float(a) for a in ages)) or (float("inf"),)
+        self.last_count = max(self.counts, default=0)
+
+    def next_age(self, age: float) -> float:
+        for a in self.ages:
+            if a > age:
+                return a
+        step = self.ages[-1] if self.ages[-1] != float("inf") else age + 1e9
+        return (int(age // step) + 1) * step
+
+
+class FlowClassifier:
+    def __init__(self, bundle: Bundle):
+        self.bundle = bundle
+        self.name = bundle.name
+        self.classes = bundle.classes
+        self._ensemble = bundle.ensemble
+        self._thresholds = [(i, bundle.thresholds.get(c, 0.5)) for i, c in enumerate(self.classes) if i > 0]
+        self._checks = _Checkpoints(bundle.checkpoints, bundle.time_checkpoints)
+        self.scored = 0
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FlowClassifier":
+        """Raises egress.classify.ModelError (one line) when the bundle does not fit this code."""
+        return cls(load_bundle(path))
+
+    # -- the engine protocol ------------------------------------------------------------
+
+    def start(self, flow) -> None:
+        acc = Accumulator(flow.proto)
+        acc.due = flow.start + self._checks.ages[0]
+        flow.features = acc
+
+    def on_packet(self, flow, pkt, direction: int) -> bool:
+        acc = flow.features
+        plen = len(pkt.payload)
+        if pkt.truncated:
+            plen = payload_len(pkt)
+        acc.add(pkt.ts, direction, plen, pkt.flags, pkt.window)
+        due = pkt.ts >= acc.due
+        if due or (acc.n[0] + acc.n[1]) in self._checks.counts:
+            if due:
+                acc.due = flow.start + self._checks.next_age(pkt.ts - flow.start)
+            self.score(flow)
+            return True
+        return False
+
+    def on_end(self, flow) -> None:
+        self.score(flow)
+
+    # -- scoring ------------------------------------------------------------------------
+
+    def score(self, flow) -> dict:
+        probs = self._ensemble.predict_proba(np.asarray(vector(flow), dtype=np.float32))
+        flow.ml = self.result(probs)
+        self.scored += 1
+        return flow.ml
+
+    def result(self, probs) -> dict:
+        return {"model": self.name, "class": self.decide(probs),
+                "scores": {c: round(float(p), 4) for c, p in zip(self.classes, probs)}}
+
+    def decide(self, probs) -> str:
+        best, best_p = 0, -1.0
+        for i, threshold in self._thresholds:
+            p = probs[i]
+            if p >= threshold and p > best_p:
+                best, best_p = i, p
+        return self.classes[best]
+
+
+class FeatureRecorder:
+    """A classifier stand-in for training: same accumulator and checkpoints, no model.
+
+    Records (flow, stage, vector) at every checkpoint and at flow end, so the training
+    set holds the vectors the live classifier will actually score."""
+
+    name = "recorder"
+
+    def __init__(self, checkpoints=(8, 32, 128, 512), time_checkpoints=(10.0, 60.0, 300.0)):
+        self._checks = _Checkpoints(checkpoints, time_checkpoints)
+        self.rows: list[tuple] = []   # (flow, stage, vector)
+
+    def start(self, flow) -> None:
+        acc = Accumulator(flow.proto)
+        acc.due = flow.start + self._checks.ages[0]
+        flow.features = acc
+
+    def on_packet(self, flow, pkt, direction: int) -> bool:
+        acc = flow.features
+        plen = len(pkt.payload)
+        if pkt.truncated:
+            plen = payload_len(pkt)
+        acc.add(pkt.ts, direction, plen, pkt.flags, pkt.window)
+        n = acc.n[0] + acc.n[1]
+        due = pkt.ts >= acc.due
+        if due or n in self._checks.counts:
+            if due:
+                acc.due = flow.start + self._checks.next_age(pkt.ts - flow.start)
+            self.rows.append((flow, "n%d" % n, vector(flow)))
+        return False
+
+    def on_end(self, flow) -> None:
+        self.rows.append((flow, "end", vector(flow)))
