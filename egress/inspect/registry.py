@@ -13,6 +13,15 @@ def default_detectors() -> list[Detector]:
     detectors: list[Detector] = []
     # Detector modules append here, e.g.:
     #   from egress.inspect.tls import TlsDetector; detectors.append(TlsDetector())
+    # Protocols first: their facts (tls.sni, http.host, dns.query...) feed the later ones.
+    from egress.inspect.dns import DnsDetector
+    from egress.inspect.http import HttpDetector
+    from egress.inspect.shell import ReverseShellDetector
+    from egress.inspect.ssh import SshDetector
+    from egress.inspect.tls import TlsDetector
+    from egress.inspect.tunnel import TunnelDetector
+    detectors += [TlsDetector(), HttpDetector(), DnsDetector(), SshDetector(), ReverseShellDetector(),
+                  TunnelDetector()]
     from egress.inspect.ethminer import EthMinerDetector
     from egress.inspect.stratum import StratumDetector
     from egress.inspect.stratum_v2 import StratumV2Detector
