@@ -81,3 +81,57 @@ def test_flow_counts_match_the_labelled_packet_counts_where_the_syn_was_seen(sha
             if pkts != int(row["pkts"]):
                 mismatches.append("%s %s: %d packets, FLOWS.tsv says %s" % (name, row["client"], pkts, row["pkts"]))
     assert not mismatches, "\n".join(mismatches)
+
+
+def detected(shared_pcaps, labelled):
+    """(file, client, server) -> (label, categories seen by the engine) for every FLOWS.tsv row."""
+    out = {}
+    for name, rows in labelled.items():
+        flows = replay_file(shared_pcaps / name)
+        index = {}
+        for e in flows:
+            if e["proto"] == "TCP":
+                cats = {d["category"] for d in e["detections"]}
+                index[(e["src_ip"], e["src_port"], e["dest_ip"], e["dest_port"])] = cats
+                index[(e["dest_ip"], e["dest_port"], e["src_ip"], e["src_port"])] = cats
+        for row in rows:
+            key = endpoint(row["client"]) + endpoint(row["server"])
+            out[(name, row["client"], row["server"])] = (row["file_label"], row["flow_label_derived"], index.get(key))
+    return out
+
+
+def test_signatures_find_every_mining_and_ssh_flow_and_nothing_else(shared_pcaps, labelled):
+    """Issue 3's done criterion on real captures: mining flows are mining, ssh flows are ssh,
+    and no flow of a benign, other or ssh file is called mining or reverse_tunnel."""
+    problems = []
+    for (name, client, server), (file_label, flow_label, cats) in detected(shared_pcaps, labelled).items():
+        where = "%s %s -> %s" % (name, client, server)
+        if cats is None:
+            problems.append(where + ": flow not found")
+            continue
+        if flow_label == "mining" and "mining" not in cats:
+            problems.append(where + ": mining flow not detected (%s)" % sorted(cats))
+        if flow_label in ("ssh", "ssh_partial") and "ssh" not in cats:
+            problems.append(where + ": ssh flow not detected as ssh (%s)" % sorted(cats))
+        if file_label != "mining" and "mining" in cats:
+            problems.append(where + ": called mining in a %s file" % file_label)
+        if "reverse_tunnel" in cats or "reverse_shell" in cats:
+            problems.append(where + ": called %s" % sorted(cats & {"reverse_tunnel", "reverse_shell"}))
+    assert not problems, "\n".join(problems)
+
+
+def test_no_flow_at_all_in_non_mining_files_is_called_mining(shared_pcaps):
+    """Beyond the labelled TCP flows: every flow (UDP, QUIC, ICMP...) of the other files."""
+    import csv as _csv
+    with open(shared_pcaps / "MANIFEST.tsv") as f:
+        labels = {r["file"]: r["label"] for r in _csv.DictReader(f, delimiter="\t")}
+    offenders = []
+    for name, label in labels.items():
+        if label == "mining":
+            continue
+        for e in replay_file(shared_pcaps / name):
+            cats = {d["category"] for d in e["detections"]}
+            if cats & {"mining", "reverse_tunnel", "reverse_shell"}:
+                offenders.append("%s %s:%s -> %s:%s %s" % (name, e["src_ip"], e["src_port"], e["dest_ip"],
+                                                           e["dest_port"], sorted(cats)))
+    assert not offenders, "\n".join(offenders)
