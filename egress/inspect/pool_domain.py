@@ -2,10 +2,10 @@
 
 This detector reads no bytes itself: it looks at the flow facts the TLS, QUIC, DNS
 and HTTP detectors set ("tls.sni", "quic.sni", "dns.query" / "dns.queries",
-"http.host"; a value may be a string or a list of strings) and matches them against
-a `PoolDomains` list. It must therefore run after those detectors (the registry puts
-it last). The list comes through the constructor, so a reload builds a new detector
-(or calls `swap`) with the new immutable list.
+"http.host", "http.connect_target" of a proxy CONNECT; a value may be a string or
+a list of strings) and matches them against a `PoolDomains` list. It must therefore
+run after those detectors (the registry puts it last). The list comes through the
+constructor, so a reload builds a new detector (or calls `swap`) with the new list.
 
 Tri-state: MATCH when a named host is a pool; NO_MATCH when a name was seen and is
 not a pool, or when the flow is clearly not going to name one (another protocol was
@@ -19,9 +19,10 @@ from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, Stre
 from egress.inspect.pools import PoolDomains
 from egress.types import Detection
 
-FACT_KEYS = ("tls.sni", "quic.sni", "http.host", "dns.query", "dns.queries")
+FACT_KEYS = ("tls.sni", "quic.sni", "http.host", "http.connect_target", "dns.query", "dns.queries")
 NAMING_PROTOCOLS = frozenset({None, "tls", "quic", "dns", "http", "http2", "websocket"})
-CONFIDENCE = {"tls.sni": 0.9, "quic.sni": 0.9, "http.host": 0.9, "dns.query": 0.8, "dns.queries": 0.8}
+CONFIDENCE = {"tls.sni": 0.9, "quic.sni": 0.9, "http.host": 0.9, "http.connect_target": 0.9,
+              "dns.query": 0.8, "dns.queries": 0.8}
 
 
 class PoolDomainDetector:
