@@ -12,6 +12,8 @@ import sys
 # (name, module, one-line help). Each module has add_arguments(parser) and run(args) -> int.
 COMMANDS = [
     ("replay", "egress.commands.replay", "replay pcap/pcapng files through the engine, write EVE JSON"),
+    ("check", "egress.commands.check", "validate rules files (file:line errors), print the policy digest"),
+    ("report", "egress.commands.report", "summarize violations per sandbox and episode from EVE JSON"),
     ("run", "egress.commands.run", "run the live gateway (NFQUEUE, iptables rules, SIGHUP reload)"),
     ("iptables", "egress.commands.iptables", "show, install or remove egress's iptables rules (crash clean-up)"),
 ]

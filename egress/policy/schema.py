@@ -41,6 +41,10 @@ POLICY_KEYS = ("mode", "rules", "default", "require_dns_for_domains", "descripti
 RULE_KEYS = ("name", "action", "description", "dest", "src", "ports", "proto", "ip_version",
              "domains", "categories", "signatures", "app_proto", "classifier")
 CLASSIFIER_KEYS = ("class", "min_score")
+# Words other firewalls use, for the did-you-mean hint.
+_ALIASES = {"deny": "drop", "block": "drop", "accept": "allow", "pass": "allow", "permit": "allow",
+            "log": "alert", "refuse": "reject", "monitor": "audit", "block_mode": "enforce",
+            "miner": "mining", "cryptomining": "mining", "all": "any"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 _TOKEN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 _SIGNATURE = re.compile(r"^[A-Za-z0-9_.*?-]{1,128}$")
@@ -185,8 +189,11 @@ class _Checker:
         if isinstance(value, str) and value in choices:
             return value
         shown = value if isinstance(value, str) else _kind(value)
-        self.err(line, "unknown %s '%s' (expected one of: %s)%s" % (
-            what, shown, ", ".join(choices), did_you_mean(shown, choices) if isinstance(value, str) else ""))
+        hint = ""
+        if isinstance(value, str):
+            alias = _ALIASES.get(value.lower())
+            hint = " (did you mean '%s'?)" % alias if alias in choices else did_you_mean(value, choices)
+        self.err(line, "unknown %s '%s' (expected one of: %s)%s" % (what, shown, ", ".join(choices), hint))
         return None
 
 
@@ -329,12 +336,12 @@ def _check_policy(name: str, body: Any, key_line: int, line: int, c: _Checker) -
         v = c.choice(m["mode"], m.value_line("mode"), "mode", ("enforce", "audit"))
         mode = Mode(v) if v else mode
     else:
-        c.err(m.line, "%s: missing 'mode: enforce' or 'mode: audit'" % where)
+        c.err(key_line, "%s: missing 'mode: enforce' or 'mode: audit'" % where)
     default = None
     if "default" in m:
         default = c.choice(m["default"], m.value_line("default"), "default action", ACTIONS)
     else:
-        c.err(m.line, "%s: missing 'default:' action (allow, drop, reject or alert): precedence "
+        c.err(key_line, "%s: missing 'default:' action (allow, drop, reject or alert): precedence "
                       "is first match, then the explicit default" % where)
     require_dns = False
     if "require_dns_for_domains" in m:
@@ -354,26 +361,27 @@ def _check_policy(name: str, body: Any, key_line: int, line: int, c: _Checker) -
         else:
             seen: dict[str, int] = {}
             for i, item in enumerate(raw):
-                r = _check_rule(item, raw.item_line(i), i, c)
-                if r is None:
-                    continue
-                rule, norm = r
-                if rule.name in seen:
-                    c.err(rule.line, "duplicate rule name '%s' in %s (first at line %d)" % (rule.name, where, seen[rule.name]))
-                    continue
-                seen[rule.name] = rule.line
-                rules.append(rule)
-                norm_rules.append(norm)
+                rule, norm, rule_name = _check_rule(item, raw.item_line(i), i, c)
+                if rule_name is not None:
+                    if rule_name in seen:
+                        c.err(raw.item_line(i), "duplicate rule name '%s' in %s (first at line %d)"
+                              % (rule_name, where, seen[rule_name]))
+                        continue
+                    seen[rule_name] = raw.item_line(i)
+                if rule is not None:
+                    rules.append(rule)
+                    norm_rules.append(norm)
     guarded = DomainSet(p for r in rules if r.domains is not None for p in r.domains.patterns)
     policy = Policy(name, mode, tuple(rules), default or "allow", require_dns, c.path, key_line, guarded)
     norm_policy = {"mode": mode.value, "default": default, "require_dns_for_domains": require_dns, "rules": norm_rules}
     return policy, norm_policy
 
 
-def _check_rule(item: Any, line: int, index: int, c: _Checker) -> tuple[Rule, dict] | None:
+def _check_rule(item: Any, line: int, index: int, c: _Checker) -> tuple[Rule | None, dict, str | None]:
+    """(rule or None when invalid, normalized form, its name when it has one)."""
     m = c.mapping(item, line, "rule #%d" % (index + 1))
     if m is None:
-        return None
+        return None, {}, None
     label = "rule #%d" % (index + 1)
     name = None
     if "name" in m:
@@ -476,8 +484,8 @@ def _check_rule(item: Any, line: int, index: int, c: _Checker) -> tuple[Rule, di
         else:
             c.err(m.value_line("description"), "description must be text, got %s" % _kind(d))
     if name is None or action is None or len(c.errors) != errors_before:
-        return None
-    return Rule(name=name, action=action, file=c.path, line=m.line, **kw), norm
+        return None, norm, name
+    return Rule(name=name, action=action, file=c.path, line=m.line, **kw), norm, name
 
 
 def _ports(value: Any, line: int, c: _Checker) -> list[tuple[int, int]] | None:
@@ -614,7 +622,7 @@ def parse_policy(sources: Iterable[tuple[str, str | bytes]]) -> PolicySet:
         errors.append((first.file, first.line, "default_policy: required when more than one policy is defined "
                        "(it applies to traffic of no known sandbox): one of %s" % ", ".join(policies)))
     if errors:
-        raise PolicyError(errors)
+        raise PolicyError(_ordered(errors, names))
 
     chosen_default = default_policy[0] if default_policy else next(iter(policies))
     canonical_data = {
@@ -634,6 +642,12 @@ def parse_policy(sources: Iterable[tuple[str, str | bytes]]) -> PolicySet:
         digest=hashlib.sha256(canonical.encode()).hexdigest(),
         canonical=canonical,
     )
+
+
+def _ordered(errors: list, names: list[str]) -> list:
+    """File order first, then line order (stable for errors on the same line)."""
+    rank = {n: i for i, n in enumerate(names)}
+    return sorted(errors, key=lambda e: (rank.get(e[0], len(rank)), e[1] or 0))
 
 
 def load_policy(paths: Sequence[str]) -> PolicySet:
