@@ -158,32 +158,34 @@ class Capture:
             while off < size:
                 if off + 12 > size:
                     raise self._error("truncated block header", off)
-                (btype,) = struct.unpack_from(bo + "I", buf, off)
-                if btype == _PCAPNG_SHB:
+                btype, blen = head.unpack_from(buf, off)
+                if btype == _PCAPNG_SHB:                 # the same bytes in either byte order
                     bo = self._section_byte_order(off)
                     head = struct.Struct(bo + "II")
                     epb = struct.Struct(bo + "IIIII")
                     ifaces = []
-                btype, blen = head.unpack_from(buf, off)
-                if blen < 12 or blen % 4:
+                    btype, blen = head.unpack_from(buf, off)
+                if blen < 12 or blen & 3:
                     raise self._error("bad block length %d" % blen, off)
                 if off + blen > size:
                     raise self._error("truncated block", off)
-                body, end = off + 8, off + blen - 4
                 if btype == 6:                                       # Enhanced Packet Block
-                    if end - body < 20:
+                    if blen < 32:
                         raise self._error("short enhanced packet block", off)
-                    ifid, hi, lo, caplen, wirelen = epb.unpack_from(buf, body)
+                    ifid, hi, lo, caplen, wirelen = epb.unpack_from(buf, off + 8)
                     if ifid >= len(ifaces):
                         raise self._error("packet for undeclared interface %d" % ifid, off)
-                    if body + 20 + caplen > end:
+                    start = off + 28
+                    if start + caplen > off + blen - 4:
                         raise self._error("packet data beyond its block", off)
                     linktype, units, tsoff, _snap = ifaces[ifid]
                     n += 1
-                    yield RawPacket(tsoff + ((hi << 32) | lo) / units,
-                                    buf[body + 20:body + 20 + caplen], linktype,
-                                    wirelen if wirelen > caplen else caplen)
-                elif btype == 3:                                     # Simple Packet Block
+                    off += blen
+                    yield RawPacket(tsoff + ((hi << 32) | lo) / units, buf[start:start + caplen],
+                                    linktype, wirelen if wirelen > caplen else caplen)
+                    continue
+                body, end = off + 8, off + blen - 4
+                if btype == 3:                                     # Simple Packet Block
                     if not ifaces:
                         raise self._error("packet for undeclared interface 0", off)
                     if end - body < 4:
