@@ -53,7 +53,7 @@ class CaptureError(ValueError):
 
 class Capture:
     """One open capture file. Iterate `records()` once; `offset` tells how far it got
-    (for progress), `size` the file size, `format` "pcap" or "pcapng", `linktypes`
+    (updated as records are yielded: progress = offset / size), `size` the file size, `format` "pcap" or "pcapng", `linktypes`
     the link types seen so far, `count` the records yielded."""
 
     def __init__(self, path):
@@ -136,7 +136,7 @@ class Capture:
                     raise self._error("record length %d too large" % caplen, off)
                 if end > size:
                     raise self._error("truncated record", off)
-                off = end
+                off = self.offset = end
                 n += 1
                 yield RawPacket(sec + frac / units, buf[start:end], linktype, wirelen if wirelen > caplen else caplen)
         finally:
@@ -181,6 +181,7 @@ class Capture:
                     linktype, units, tsoff, _snap = ifaces[ifid]
                     n += 1
                     off += blen
+                    self.offset = off
                     yield RawPacket(tsoff + ((hi << 32) | lo) / units, buf[start:start + caplen],
                                     linktype, wirelen if wirelen > caplen else caplen)
                     continue
@@ -217,6 +218,7 @@ class Capture:
                     ifaces.append(self._interface(bo, body, end, off))
                     self.linktypes.append(ifaces[-1][0])
                 off += blen
+                self.offset = off
         finally:
             self.offset = off
             self.count += n

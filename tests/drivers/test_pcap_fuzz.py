@@ -4,10 +4,9 @@ memory stays bounded by the file size (a header may claim gigabytes; nothing is 
 from __future__ import annotations
 
 import struct
-import tempfile
 import tracemalloc
-from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,11 +36,14 @@ def _pcapng(bo: str) -> bytes:
 
 
 SEEDS = [_pcap("<", False), _pcap(">", True), _pcapng("<"), _pcapng(">")]
-_TMP = Path(tempfile.mkdtemp(prefix="egress-pcap-fuzz-"))
 
 
-def read_all(blob: bytes) -> int:
-    path = _TMP / "f.bin"
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    return tmp_path_factory.mktemp("pcap-fuzz") / "f.bin"
+
+
+def read_all(path, blob: bytes) -> int:
     path.write_bytes(blob)
     n = 0
     tracemalloc.start()
@@ -62,20 +64,20 @@ def read_all(blob: bytes) -> int:
 
 @SETTINGS
 @given(st.binary(max_size=300))
-def test_random_files(blob):
-    read_all(blob)
+def test_random_files(scratch, blob):
+    read_all(scratch, blob)
 
 
 @SETTINGS
 @given(st.sampled_from([b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
                         b"\x0a\x0d\x0d\x0a"]), st.binary(max_size=300))
-def test_random_files_with_valid_magic(magic, rest):
-    read_all(magic + rest)
+def test_random_files_with_valid_magic(scratch, magic, rest):
+    read_all(scratch, magic + rest)
 
 
 @SETTINGS
 @given(st.sampled_from(SEEDS), st.data())
-def test_mutated_files(seed, data):
+def test_mutated_files(scratch, seed, data):
     buf = bytearray(seed)
     for _ in range(data.draw(st.integers(1, 6))):
         i = data.draw(st.integers(0, len(buf) - 1))
@@ -87,8 +89,8 @@ def test_mutated_files(seed, data):
                 buf[j:j + 4] = struct.pack("<I", data.draw(st.sampled_from(
                     [0, 1, 7, 12, 0x7FFFFFFF, 0xFFFFFFFF, data.draw(st.integers(0, 2000))])))
     cut = data.draw(st.integers(0, len(buf)))
-    read_all(bytes(buf[:cut]))
+    read_all(scratch, bytes(buf[:cut]))
 
 
-def test_unmutated_seeds_read_completely():
-    assert [read_all(s) for s in SEEDS] == [3, 3, 4, 4]
+def test_unmutated_seeds_read_completely(scratch):
+    assert [read_all(scratch, s) for s in SEEDS] == [3, 3, 4, 4]
