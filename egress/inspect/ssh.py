@@ -26,16 +26,17 @@ What it reports:
 - Through encryption, from `view.sizes` (ts, direction, length of each payload
   packet), mapped past the end of the clear-text key exchange (SSH_MSG_NEWKEYS):
   * "ssh.nested_kex": a second SSH handshake carried inside the session: a small
-    packet each way (two banners), then a packet each way of KEXINIT size
-    (900..2200 bytes), then a small key-exchange init one way answered by a large
-    reply (host key + signature) the other way, all within a few seconds. If the
-    small banner packet came first from the server side, the inner SSH client sits
+    packet each way (channel open / banners), then a packet each way of KEXINIT
+    size (900..2200 bytes), then a key-exchange init one way answered by a larger
+    reply of 300+ bytes (host key + signature, plus the KEM ciphertext with
+    sntrup761 or mlkem768) the other way, all within 5 seconds. The inner SSH client
+    is the side that sent that init. If it is the server side, the inner client sits
     behind the server: a reverse forward (`ssh -R` used to reach back into the
     sandbox) -> "reverse_tunnel" / "ssh.reverse_forward_suspected" (confidence 0.6);
-    if from the client side (ProxyJump, `-W`) -> "tunnel" / "ssh.nested_kex" (0.5).
-    The third step is what separates a real nested handshake from OpenSSH's own
+    if it is the client side (ProxyJump, `-W`) -> "tunnel" / "ssh.nested_kex" (0.5).
+    The last step is what separates a real nested handshake from OpenSSH's own
     hostkeys-00 / hostkeys-prove-00 exchange right after authentication, which has
-    the same KEXINIT-sized pair but no large reply after it.
+    a KEXINIT-sized pair too but no larger reply after it.
   * "ssh.server_initiated": after the session is established (8+ encrypted packets),
     the server speaks after an idle second with nobody talking, the client answers
     within 0.5 s and both keep talking (4+ packets in the next 3 s): the shape of a
@@ -285,30 +286,31 @@ def _encrypted_packets(sizes, client: _Side, server: _Side) -> list:
 
 
 def _nested_kex(pkts: list) -> int | None:
-    """Direction (0/1) that sent the first inner banner of a nested handshake, or None."""
+    """Direction (0/1) of the inner SSH client (it sends the key-exchange init) of a nested handshake, or None."""
     n = len(pkts)
     for i in range(n - 1):
         ts0, d0, l0 = pkts[i]
         if l0 > _SMALL_MAX:
             continue
-        # the other side's banner, then a KEXINIT-sized packet each way, then init + big reply
+        # the other side's small answer (banner, or channel confirmation then banners) ...
         j = next((k for k in range(i + 1, min(i + 4, n)) if pkts[k][1] != d0), None)
         if j is None or pkts[j][2] > _SMALL_MAX:
             continue
+        # ... then a KEXINIT-sized packet each way ...
         kex = [k for k in range(j + 1, min(j + 6, n))
                if _KEXINIT_LO <= pkts[k][2] <= _KEXINIT_HI and pkts[k][0] - ts0 <= _NESTED_WINDOW]
-        dirs = {pkts[k][1] for k in kex}
-        if len(dirs) < 2:
+        pair = next(((a, b) for a in kex for b in kex if a < b and pkts[a][1] != pkts[b][1]), None)
+        if pair is None:
             continue
-        last = max(kex[:2] if len({pkts[k][1] for k in kex[:2]}) == 2 else kex)
-        after = pkts[last + 1:last + 6]
-        for a in range(len(after)):
-            ta, da, la = after[a]
-            if la > _SMALL_MAX or ta - ts0 > _NESTED_WINDOW:
-                continue
-            if any(db != da and lb >= _KEX_REPLY_MIN and tb - ts0 <= _NESTED_WINDOW
+        # ... then a key-exchange init one way answered by a larger reply (host key +
+        # signature, and the KEM ciphertext with sntrup761/mlkem768) the other way.
+        after = pkts[pair[1] + 1:pair[1] + 5]
+        for a, (ta, da, la) in enumerate(after):
+            if ta - ts0 > _NESTED_WINDOW:
+                break
+            if any(db != da and lb >= _KEX_REPLY_MIN and lb > la and tb - ts0 <= _NESTED_WINDOW
                    for tb, db, lb in after[a + 1:]):
-                return d0
+                return da
     return None
 
 
@@ -383,7 +385,8 @@ class SshDetector:
             c_first = client.kex_msgs[:1]
             s_first = server.kex_msgs[:1]
             reversed_roles = bool(set(c_first) & SERVER_ONLY_KEX or set(s_first) & CLIENT_ONLY_KEX)
-            facts["ssh.kex_msgs"] = {"client": client.kex_msgs[:4], "server": server.kex_msgs[:4]}
+            if c_first and s_first:
+                facts["ssh.kex_first"] = {"client": c_first[0], "server": s_first[0]}
             if reversed_roles and view.initiator_known:
                 detections.append(Detection("reverse_tunnel", "ssh.role_reversal", {
                     "initiator_sent": client.kex_msgs[:4], "acceptor_sent": server.kex_msgs[:4],
@@ -403,30 +406,30 @@ class SshDetector:
             sig = "ssh.over_websocket" if wrapper == "websocket" else "ssh.over_http"
             detections.append(Detection("tunnel", sig, {"wrapper": wrapper}))
 
+        # The engine keeps the first value of a fact, so the size-derived facts, which
+        # grow with the flow, are only set on the last call (the detections are set as
+        # soon as they are found: the engine de-duplicates them).
+        done = (view.closed_to_server and view.closed_to_client) or \
+            max(len(view.to_server), len(view.to_client)) >= self.max_bytes
         if wrapper is None:
             pkts = _encrypted_packets(view.sizes, client, server)
-            if pkts:
+            nested = _nested_kex(pkts) if pkts else None
+            episodes = _server_initiated(pkts) if pkts else 0
+            if nested == 1:
+                detections.append(Detection("reverse_tunnel", "ssh.reverse_forward_suspected",
+                                            {"shape": "nested_kex_from_server"}, 0.6))
+            elif nested == 0:
+                detections.append(Detection("tunnel", "ssh.nested_kex", {"shape": "nested_kex_from_client"}, 0.5))
+            if episodes >= 2 and nested != 1:
+                detections.append(Detection("reverse_tunnel", "ssh.reverse_forward_suspected",
+                                            {"shape": "server_initiated", "episodes": episodes}, 0.4))
+            if nested is not None:
+                facts["ssh.nested_kex"] = "server" if nested == 1 else "client"
+            if pkts and done:
                 facts["ssh.encrypted_pkts"] = [sum(1 for p in pkts if p[1] == 0),
                                                sum(1 for p in pkts if p[1] == 1)]
-                nested = _nested_kex(pkts)
-                if nested is not None:
-                    facts["ssh.nested_kex"] = "server" if nested == 1 else "client"
-                    if nested == 1:
-                        detections.append(Detection("reverse_tunnel", "ssh.reverse_forward_suspected",
-                                                    {"shape": "nested_kex_from_server"}, 0.6))
-                    else:
-                        detections.append(Detection("tunnel", "ssh.nested_kex",
-                                                    {"shape": "nested_kex_from_client"}, 0.5))
-                episodes = _server_initiated(pkts)
-                if episodes:
-                    facts["ssh.server_initiated"] = episodes
-                    if episodes >= 2 and nested != 1:
-                        detections.append(Detection("reverse_tunnel", "ssh.reverse_forward_suspected",
-                                                    {"shape": "server_initiated", "episodes": episodes},
-                                                    0.4))
+                facts["ssh.server_initiated"] = episodes
 
-        done = (view.closed_to_server and view.closed_to_client) or \
-            (len(view.to_server) >= self.max_bytes and len(view.to_client) >= self.max_bytes)
         status = Status.MATCH if done else Status.NEED_MORE
         return InspectResult(status, tuple(detections), "ssh", facts)
 
