@@ -59,7 +59,8 @@ class DnsCache:
             if not isinstance(ans, dict):
                 self.counters["malformed"] += 1
                 continue
-            kind = _TYPES.get(ans.get("type"))
+            rtype = ans.get("type")
+            kind = _TYPES.get(rtype) if isinstance(rtype, (str, int)) and not isinstance(rtype, bool) else None
             if kind is None:
                 continue                                   # MX, TXT, ...: not about addresses
             name = normalize_name(ans.get("name"))

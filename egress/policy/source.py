@@ -149,7 +149,24 @@ def read_source(path: str) -> bytes:
         raise PolicyError([(str(path), None, "cannot read: %s" % (e.strerror or e))]) from None
 
 
+# Words people reach for, by what they usually mean here.
+_SYNONYMS = {"threshold": "min_score", "score": "min_score", "min_confidence": "min_score",
+             "cidr": "cidrs", "networks": "cidrs", "iface": "interfaces", "interface": "interfaces",
+             "port": "ports", "destination": "dest", "dst": "dest", "source": "src", "protocol": "proto",
+             "domain": "domains", "hosts": "domains", "sni": "domains", "category": "categories",
+             "signature": "signatures", "app": "app_proto", "ipversion": "ip_version", "class": "classifier",
+             "default_action": "default", "rule": "rules"}
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' for a close match, else ''."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return " (did you mean '%s'?)" % close[0] if close else ""
+    """' (did you mean 'x'?)' for a close match, a known synonym or reordered words, else ''."""
+    choices = list(choices)
+    word = str(word)
+    hint = _SYNONYMS.get(word.lower())
+    if hint not in choices:
+        tokens = sorted(word.lower().replace("-", "_").split("_"))
+        hint = next((c for c in choices if sorted(c.split("_")) == tokens), None)
+    if hint is None:
+        close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+        hint = close[0] if close else None
+    return " (did you mean '%s'?)" % hint if hint else ""
