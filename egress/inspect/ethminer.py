@@ -106,8 +106,8 @@ class EthMinerDetector:
         http_c = looks_like_http(to_client)
         if http_s or (not to_server and http_c):
             return self._inspect_http(to_server, to_client, view)
-        if http_s is None and not view.closed_to_server:
-            return NEED_MORE
+        if to_server and http_s is None and not view.closed_to_server:
+            return NEED_MORE            # "POS" could still become "POST "
         return inspect_lines(view, _classify_lines, NEEDLES, self.max_bytes, "stratum")
 
     def _inspect_http(self, to_server: bytes, to_client: bytes, view: StreamView) -> InspectResult:

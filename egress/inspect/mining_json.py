@@ -183,7 +183,7 @@ NO_HIT_LIMIT = 32   # JSON lines without any mining message: an ordinary JSON-RP
 
 def summarize(hits: list[tuple[int, Hit]]) -> tuple[Hit, dict]:
     """The headline hit and the evidence of the whole flow (methods, directions, worker, agent)."""
-    best_dir, best = max(hits, key=lambda dh: (dh[1].priority, dh[1].confidence, -dh[0]))
+    best_dir, best = max(hits, key=lambda dh: (dh[1].confidence, dh[1].priority, -dh[0]))
     evidence: dict[str, Any] = {"method": best.method, "direction": DIRECTION_NAMES[best_dir]}
     methods: list[str] = []
     directions: set[int] = set()
@@ -208,9 +208,9 @@ def inspect_lines(view: Any, classify, needles: tuple[bytes, ...], max_bytes: in
 
     Scans both directions, classifies every parsed object with `classify(obj) ->
     Hit | None` (messages may come from either side: the client/server roles of the
-    flow are not trusted) and returns MATCH with one Detection, NO_MATCH when both
-    directions are decided non-JSON, complete or full, or after NO_HIT_LIMIT JSON
-    lines without a hit, else NEED_MORE.
+    flow are not trusted) and returns MATCH with one Detection, NO_MATCH when one
+    direction is not JSON lines, when both are complete or full, or after NO_HIT_LIMIT
+    JSON lines without a hit, else NEED_MORE.
     """
     from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status
     from egress.types import Detection
@@ -218,6 +218,7 @@ def inspect_lines(view: Any, classify, needles: tuple[bytes, ...], max_bytes: in
     hits: list[tuple[int, Hit]] = []
     done = 0
     json_lines = 0
+    binary = False
     for direction, data, closed in ((0, view.to_server, view.closed_to_server),
                                     (1, view.to_client, view.closed_to_client)):
         if len(data) > max_bytes:
@@ -228,12 +229,15 @@ def inspect_lines(view: Any, classify, needles: tuple[bytes, ...], max_bytes: in
             hit = classify(obj)
             if hit is not None:
                 hits.append((direction, hit))
+        if state == NOT:
+            binary = True
         if state == NOT or closed or len(data) >= max_bytes:
             done += 1
     if hits:
         best, evidence = summarize(hits)
         detection = Detection(category, best.signature, evidence, best.confidence)
         return InspectResult(Status.MATCH, (detection,), app_proto)
-    if done == 2 or json_lines >= NO_HIT_LIMIT:
+    # One side that is not JSON lines is enough: these protocols are JSON both ways.
+    if binary or done == 2 or json_lines >= NO_HIT_LIMIT:
         return NO_MATCH
     return NEED_MORE
