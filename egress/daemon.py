@@ -60,17 +60,27 @@ class DaemonConfig:
     tick: float = 0.25
 
 
-def load_policy(rules: list[str], sandbox_map: str | None):
+def one_line(exc: BaseException) -> str:
+    """A multi-line error (a PolicyError lists every problem) as one log line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
+def load_policy(rules: list[str], sandbox_map: str | None, previous=None):
+    """A PolicyEngine from the rules files; with `previous`, reload it (keeping what it
+    learned, e.g. DNS answers). StartupError with one line when anything is invalid."""
     if not rules and not sandbox_map:
         return None
     try:
-        from egress.policy import load_policy_engine
+        from egress.policy import PolicyEngine
     except ImportError as exc:
         raise StartupError("policy support is not available: %s" % exc) from None
     try:
-        return load_policy_engine(rules, sandbox_map=sandbox_map)
+        if previous is not None and hasattr(previous, "reload"):
+            return previous.reload()
+        return PolicyEngine.load(list(rules), sandbox_map=sandbox_map)
     except (OSError, ValueError) as exc:
-        raise StartupError(str(exc)) from None
+        raise StartupError(one_line(exc)) from None
 
 
 def load_classifier(model: str | None):
@@ -83,7 +93,7 @@ def load_classifier(model: str | None):
     try:
         return FlowClassifier.load(model)
     except (OSError, ValueError) as exc:
-        raise StartupError(str(exc)) from None
+        raise StartupError(one_line(exc)) from None
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -191,7 +201,7 @@ class Daemon:
     def reload(self) -> bool:
         cfg = self.config
         try:
-            policy = load_policy(cfg.rules, cfg.sandbox_map)
+            policy = load_policy(cfg.rules, cfg.sandbox_map, previous=self.engine.policy)
             classifier = load_classifier(cfg.model)
         except StartupError as exc:
             self.reloads["failed"] += 1

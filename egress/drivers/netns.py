@@ -16,13 +16,16 @@ Guarantees:
 - Names are `<prefix><suffix>-sbx|gw|ext` with a random suffix, so concurrent
   topologies never collide; addresses may repeat across topologies because every
   namespace has its own routing table.
-- Nothing here touches the root namespace's iptables, routes or sysctls.
+- Nothing here touches the root namespace's iptables, routes or sysctls; the only file
+  outside /run/netns is the optional /etc/netns/<name>/resolv.conf (`set_resolver`),
+  removed again by close().
 """
 from __future__ import annotations
 
 import ipaddress
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -102,6 +105,7 @@ class Topology:
         self._procs: list[subprocess.Popen] = []
         self._created: list[str] = []
         self._extra4: list[str] = []
+        self._etc_dirs: list[str] = []
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -144,7 +148,19 @@ class Topology:
         self._extra4.append(address)
         return address
 
+    def set_resolver(self, role: str, nameserver: str) -> None:
+        """Programs run with `ip netns exec` in `role` resolve names through `nameserver`:
+        iproute2 bind-mounts /etc/netns/<name>/resolv.conf over /etc/resolv.conf."""
+        directory = os.path.join("/etc/netns", self.ns[role])
+        os.makedirs(directory, exist_ok=True)
+        self._etc_dirs.append(directory)
+        with open(os.path.join(directory, "resolv.conf"), "w") as f:
+            f.write("nameserver %s\noptions timeout:1 attempts:1\n" % nameserver)
+
     def close(self) -> None:
+        for directory in self._etc_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        self._etc_dirs.clear()
         for proc in reversed(self._procs):
             stop_process(proc)
         self._procs.clear()

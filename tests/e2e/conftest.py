@@ -1,0 +1,42 @@
+"""Fixtures for the end-to-end tests: root, a module-wide sbx/gw/ext topology, a workdir.
+
+Every test here is marked `netns` and skipped, with the reason, when not root or when a
+needed tool is missing. The topology (10.205.0.0/16, fd05:205::/48, namespaces "egl-...")
+and everything started in it are removed at the end of the module, also on failure.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from egress.drivers.netns import Topology
+from tests.e2e.lab import Lab
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.netns)
+
+
+def require_live() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("end-to-end tests need root (network namespaces, iptables, NFQUEUE)")
+    for tool in ("ip", "iptables", "ip6tables", "iptables-save", "iptables-restore"):
+        if shutil.which(tool) is None:
+            pytest.skip("end-to-end tests need %s on PATH" % tool)
+    try:
+        import netfilterqueue  # noqa: F401
+    except ImportError:
+        pytest.skip("end-to-end tests need the NetfilterQueue Python package")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    require_live()
+    workdir = tmp_path_factory.mktemp("e2e")
+    os.chmod(workdir, 0o755)
+    with Topology() as topo:
+        yield Lab(topo, workdir)

