@@ -16,6 +16,11 @@ Guarantees:
   fragment's bytes as payload.
 - IPv6 extension headers (hop-by-hop, routing, fragment, destination options, AH,
   mobility) are walked, at most MAX_EXT_HEADERS of them.
+- `ipv4()`/`ipv6()` first try a fast path for the common packet (no options or
+  extension headers, not a fragment, TCP or UDP with sane lengths, all captured) that
+  unpacks IP and transport header in one struct call; anything else goes to the
+  general decoders `ipv4_general()`/`ipv6_general()`. Both give identical results
+  (tests/decode/test_decode_fuzz.py checks this).
 """
 from __future__ import annotations
 
@@ -27,6 +32,11 @@ from egress.types import Packet
 _IPV4 = struct.Struct("!BxHxxHBB2x4s4s")     # ver/ihl, total length, frag, ttl, proto, src, dst
 _IPV6 = struct.Struct("!4xHBB16s16s")         # payload length, next header, hop limit, src, dst
 _H = struct.Struct("!H")
+# IP + transport header in one call for the fast paths.
+_V4TCP = struct.Struct("!BxHxxHBB2x4s4sHHIIBBH").unpack_from
+_V4UDP = struct.Struct("!BxHxxHBB2x4s4sHHH").unpack_from
+_V6TCP = struct.Struct("!4xHBB16s16sHHIIBBH").unpack_from
+_V6UDP = struct.Struct("!4xHBB16s16sHHH").unpack_from
 
 MAX_EXT_HEADERS = 8
 # Extension headers laid out as (next header, length in 8-octet units - 1, ...).
@@ -44,6 +54,28 @@ def _broken(ts, version, src, dst, anomaly, truncated=False, ttl=0, ip_len=0):
 
 
 def ipv4(ts, data, off, complete):
+    caplen = len(data) - off
+    if caplen >= 28 and data[off] == 0x45:
+        proto = data[off + 9]
+        if proto == 6 and caplen >= 40:
+            (vihl, total, frag, ttl, proto, src, dst, sport, dport, seq, ack, doff, flags,
+             window) = _V4TCP(data, off)
+            if not frag & 0x3fff and total <= caplen:
+                thl = (doff >> 4) << 2
+                if 20 <= thl <= total - 20:
+                    t = off + 20
+                    return Packet(ts, 4, src, dst, 6, sport, dport, flags, seq, ack, window,
+                                  data[t + thl:off + total], total, ttl, False, False, (), -1, -1,
+                                  data[t + 20:t + thl] if thl > 20 else _EMPTY)
+        elif proto == 17:
+            vihl, total, frag, ttl, proto, src, dst, sport, dport, ulen = _V4UDP(data, off)
+            if not frag & 0x3fff and total <= caplen and 8 <= ulen <= total - 20:
+                return Packet(ts, 4, src, dst, 17, sport, dport, 0, 0, 0, 0,
+                              data[off + 28:off + 20 + ulen], total, ttl, False, False, ())
+    return ipv4_general(ts, data, off, complete)
+
+
+def ipv4_general(ts, data, off, complete):
     caplen = len(data) - off
     if caplen < 20:
         return _broken(ts, 4, _EMPTY, _EMPTY, "ipv4-truncated", not complete)
@@ -85,6 +117,26 @@ def ipv4(ts, data, off, complete):
 
 
 def ipv6(ts, data, off, complete):
+    caplen = len(data) - off
+    if caplen >= 48 and data[off] >> 4 == 6:
+        nxt = data[off + 6]
+        if nxt == 6 and caplen >= 60:
+            plen, nxt, hlim, src, dst, sport, dport, seq, ack, doff, flags, window = _V6TCP(data, off)
+            thl = (doff >> 4) << 2
+            if plen + 40 <= caplen and 20 <= thl <= plen:
+                t = off + 40
+                return Packet(ts, 6, src, dst, 6, sport, dport, flags, seq, ack, window,
+                              data[t + thl:t + plen], plen + 40, hlim, False, False, (), -1, -1,
+                              data[t + 20:t + thl] if thl > 20 else _EMPTY)
+        elif nxt == 17:
+            plen, nxt, hlim, src, dst, sport, dport, ulen = _V6UDP(data, off)
+            if plen + 40 <= caplen and 8 <= ulen <= plen:
+                return Packet(ts, 6, src, dst, 17, sport, dport, 0, 0, 0, 0,
+                              data[off + 48:off + 40 + ulen], plen + 40, hlim, False, False, ())
+    return ipv6_general(ts, data, off, complete)
+
+
+def ipv6_general(ts, data, off, complete):
     caplen = len(data) - off
     if caplen < 40:
         return _broken(ts, 6, _EMPTY, _EMPTY, "ipv6-truncated", not complete)
