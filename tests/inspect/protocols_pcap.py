@@ -116,3 +116,49 @@ def read_flows(path: Path) -> list[PcapFlow]:
 
 def pcap_path(name: str) -> Path:
     return SHARED_PCAPS / name
+
+
+def growing_views(view: StreamView, fine: int = 300):
+    """Views of growing prefixes, replaying the payload packets of `view.sizes` in order.
+
+    Within the first `fine` bytes of each direction the prefix grows one byte at a
+    time (a detector must cope with any cut); after that it grows per packet.
+    The views are not closed; the caller compares them with the full view.
+    """
+    streams = (view.to_server, view.to_client)
+    have = [0, 0]
+    sizes = []
+    order = list(view.sizes) or [(0.0, 0, len(streams[0])), (0.0, 1, len(streams[1]))]
+    for item in order:
+        ts, d, n = item
+        target = min(have[d] + n, len(streams[d]))
+        sizes.append(item)
+        while have[d] < target:
+            have[d] = have[d] + 1 if have[d] < fine else target
+            yield StreamView(view.proto, view.client_ip, view.client_port, view.server_ip, view.server_port,
+                             streams[0][:have[0]], streams[1][:have[1]], sizes=tuple(sizes),
+                             initiator_known=view.initiator_known)
+
+
+def assert_consistent_prefixes(detector, view: StreamView, fine: int = 300):
+    """Every prefix result is a valid tri-state answer whose facts never contradict the final ones.
+
+    The engine keeps the first value of each fact, so a fact set early must already
+    have its final value. Returns the final result.
+    """
+    from egress.inspect.base import Status
+    final = detector.inspect(view)
+    assert isinstance(final.status, Status)
+    last = None
+    for v in growing_views(view, fine):
+        r = detector.inspect(v)
+        assert isinstance(r.status, Status)
+        for key, value in r.facts.items():
+            if key in final.facts:
+                assert final.facts[key] == value, (key, value, final.facts[key], len(v.to_server), len(v.to_client))
+        last = r
+    if last is not None:
+        got = {(d.category, d.signature) for d in last.detections}
+        want = {(d.category, d.signature) for d in final.detections}
+        assert got == want, (got, want)
+    return final
