@@ -2,7 +2,8 @@
 
 Guarantees:
 - Time is an input (packet time); nothing reads a clock. A record learned at `now`
-  with TTL t is valid while `at <= now + clamp(t, min_ttl, max_ttl)`.
+  with TTL t is valid for `now - CLOCK_SLACK <= at <= now + clamp(t, min_ttl, max_ttl)`:
+  a question about an earlier time (a replay whose next file is older) does not see it.
 - Bounded: at most `max_entries` records (A/AAAA/CNAME); inserting past the bound
   evicts the least recently refreshed record and counts it (`counters["evicted"]`).
   Expired records are purged at most every `purge_interval` seconds of packet time,
@@ -21,6 +22,7 @@ from typing import Any, Iterable
 from egress.policy.match import normalize_name, packed_address
 
 MAX_CHAIN = 8
+CLOCK_SLACK = 5.0      # seconds a record may be "known" before it was learned (capture jitter)
 _TYPES = {1: "A", 28: "AAAA", 5: "CNAME", "A": "A", "AAAA": "AAAA", "CNAME": "CNAME"}
 
 
@@ -32,12 +34,12 @@ class DnsCache:
         self.max_entries = max_entries
         self.linger = linger
         self.purge_interval = purge_interval
-        # (kind, owner, value) -> expiry; insertion/refresh order = eviction order
-        self._order: OrderedDict[tuple[str, str, Any], float] = OrderedDict()
-        self._addr: dict[str, dict[bytes, float]] = {}       # name -> {address: expiry}
-        self._rev_addr: dict[bytes, dict[str, float]] = {}   # address -> {name: expiry}
-        self._cname: dict[str, dict[str, float]] = {}        # name -> {target: expiry}
-        self._rev_cname: dict[str, dict[str, float]] = {}    # target -> {name: expiry}
+        # (kind, owner, value) -> (learned, expiry); insertion/refresh order = eviction order
+        self._order: OrderedDict[tuple[str, str, Any], tuple[float, float]] = OrderedDict()
+        self._addr: dict[str, dict[bytes, tuple]] = {}       # name -> {address: (learned, expiry)}
+        self._rev_addr: dict[bytes, dict[str, tuple]] = {}   # address -> {name: (learned, expiry)}
+        self._cname: dict[str, dict[str, tuple]] = {}        # name -> {target: (learned, expiry)}
+        self._rev_cname: dict[str, dict[str, tuple]] = {}    # target -> {name: (learned, expiry)}
         self._last_purge = float("-inf")
         self.counters = {"learned": 0, "refreshed": 0, "evicted": 0, "expired": 0, "malformed": 0}
 
@@ -75,27 +77,27 @@ class DnsCache:
                 if not target:
                     self.counters["malformed"] += 1
                     continue
-                self._put(("C", name, target), expiry, self._cname, self._rev_cname, name, target)
+                self._put(("C", name, target), (now, expiry), self._cname, self._rev_cname, name, target)
             else:
                 addr = packed_address(ans.get("data")) if isinstance(ans.get("data"), str) else None
                 if addr is None or (kind == "A") != (len(addr) == 4):
                     self.counters["malformed"] += 1
                     continue
-                self._put(("A", name, addr), expiry, self._addr, self._rev_addr, name, addr)
+                self._put(("A", name, addr), (now, expiry), self._addr, self._rev_addr, name, addr)
             n += 1
         return n
 
-    def _put(self, key, expiry, fwd, rev, owner, value) -> None:
+    def _put(self, key, span, fwd, rev, owner, value) -> None:
         old = self._order.get(key)
         if old is not None:
-            expiry = max(expiry, old)
+            span = (min(span[0], old[0]), max(span[1], old[1]))
             self._order.move_to_end(key)
             self.counters["refreshed"] += 1
         else:
             self.counters["learned"] += 1
-        self._order[key] = expiry
-        fwd.setdefault(owner, {})[value] = expiry
-        rev.setdefault(value, {})[owner] = expiry
+        self._order[key] = span
+        fwd.setdefault(owner, {})[value] = span
+        rev.setdefault(value, {})[owner] = span
         while len(self._order) > self.max_entries:
             old_key, _ = self._order.popitem(last=False)
             self._drop(old_key)
@@ -115,7 +117,7 @@ class DnsCache:
         if now - self._last_purge < self.purge_interval:
             return
         self._last_purge = now
-        dead = [k for k, exp in self._order.items() if exp + self.linger < now]
+        dead = [k for k, span in self._order.items() if span[1] + self.linger < now]
         for k in dead:
             del self._order[k]
             self._drop(k)
@@ -125,8 +127,8 @@ class DnsCache:
 
     def seen(self, name: str, at: float) -> bool:
         """Was any (still valid at `at`) record learned for this name?"""
-        return any(exp >= at for exp in self._addr.get(name, {}).values()) or \
-            any(exp >= at for exp in self._cname.get(name, {}).values())
+        return any(_valid(s, at) for s in self._addr.get(name, {}).values()) or \
+            any(_valid(s, at) for s in self._cname.get(name, {}).values())
 
     def addresses(self, name: str, at: float) -> set[bytes] | None:
         """Addresses the name (or its CNAME chain) resolved to, valid at `at`; None: no DNS seen."""
@@ -140,8 +142,8 @@ class DnsCache:
                 if n in done:
                     continue
                 done.add(n)
-                out.update(a for a, exp in self._addr.get(n, {}).items() if exp >= at)
-                nxt.extend(t for t, exp in self._cname.get(n, {}).items() if exp >= at)
+                out.update(a for a, s in self._addr.get(n, {}).items() if _valid(s, at))
+                nxt.extend(t for t, s in self._cname.get(n, {}).items() if _valid(s, at))
             if not nxt:
                 break
             todo = nxt
@@ -149,13 +151,13 @@ class DnsCache:
 
     def names(self, addr: bytes, at: float) -> set[str]:
         """Names that resolved (directly or via CNAMEs) to this address, valid at `at`."""
-        out = {n for n, exp in self._rev_addr.get(addr, {}).items() if exp >= at}
+        out = {n for n, s in self._rev_addr.get(addr, {}).items() if _valid(s, at)}
         todo = list(out)
         for _ in range(MAX_CHAIN):
             nxt = []
             for n in todo:
-                for alias, exp in self._rev_cname.get(n, {}).items():
-                    if exp >= at and alias not in out:
+                for alias, s in self._rev_cname.get(n, {}).items():
+                    if _valid(s, at) and alias not in out:
                         out.add(alias)
                         nxt.append(alias)
             if not nxt:
@@ -170,12 +172,16 @@ class DnsCache:
         if (min_ttl, max_ttl, max_entries) == (self.min_ttl, self.max_ttl, self.max_entries):
             return self
         new = DnsCache(min_ttl, max_ttl, max_entries, self.linger, self.purge_interval)
-        for key, expiry in self._order.items():
+        for key, span in self._order.items():
             kind, owner, value = key
             if kind == "A":
-                new._put(key, expiry, new._addr, new._rev_addr, owner, value)
+                new._put(key, span, new._addr, new._rev_addr, owner, value)
             else:
-                new._put(key, expiry, new._cname, new._rev_cname, owner, value)
+                new._put(key, span, new._cname, new._rev_cname, owner, value)
         new.counters = dict(self.counters, evicted=self.counters["evicted"] + new.counters["evicted"])
         new._last_purge = self._last_purge
         return new
+
+
+def _valid(span: tuple[float, float], at: float) -> bool:
+    return span[0] - CLOCK_SLACK <= at <= span[1]

@@ -391,3 +391,11 @@ def test_decide_and_observe_never_raise_on_odd_facts(sni, host, answers, ml):
                      ml=ml if isinstance(ml, dict) else None)
     _FUZZ_ENGINE.observe(flow, T)
     assert _FUZZ_ENGINE.decide(flow, T).action in (Action.ALLOW, Action.DROP, Action.REJECT)
+
+
+def test_dns_records_are_not_valid_before_they_were_learned():
+    """A replay whose next file is older must not see answers from the future."""
+    e = engine(DOMAINS)
+    e.observe(dns_flow([answer("pypi.org", "151.101.0.223", ttl=3600)], ts=T), T)
+    assert e.decide(make_flow(dst="151.101.0.223", ts=T + 10, inspecting=False), T + 10).action is Action.ALLOW
+    assert e.decide(make_flow(dst="151.101.0.223", ts=T - 86400, inspecting=False), T - 86400).action is Action.REJECT
