@@ -52,6 +52,16 @@ def test_mapping_file_longest_prefix_and_policy_override(files):
     assert e.decide(make_flow("10.88.0.8", dport=443), 1.0).action is Action.ALLOW
 
 
+def test_example_map_is_valid_and_works_with_the_per_sandbox_rules():
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[2]
+    e = PolicyEngine.load([str(repo / "rules" / "examples" / "per-sandbox.yaml")],
+                          sandbox_map=str(repo / "rules" / "examples" / "sandbox-map.yaml"))
+    assert e.attribute(make_flow("10.88.0.12")) == {"id": "sbx-12", "episode": "ep-000451"}
+    assert e.attribute(make_flow("10.88.7.7")) == {"id": "rl-pool", "episode": None}
+    assert e.policy_for(make_flow("10.88.0.13")).name == "training"
+
+
 def test_json_mapping_file_and_bare_list(tmp_path):
     entries = parse_sandbox_map("m.json", json.dumps({"version": 1, "entries": [
         {"cidr": "fd88::/64", "sandbox": "v6", "episode": "e"}]}))

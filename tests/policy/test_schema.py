@@ -11,7 +11,8 @@ from egress.policy import PolicyError, load_policy, parse_policy
 from egress.types import Mode
 
 REPO = Path(__file__).resolve().parents[2]
-RULE_FILES = sorted([str(REPO / "rules" / "default.yaml")] + glob.glob(str(REPO / "rules" / "examples" / "*.yaml")))
+RULE_FILES = sorted([str(REPO / "rules" / "default.yaml")] + [
+    p for p in glob.glob(str(REPO / "rules" / "examples" / "*.yaml")) if not p.endswith("sandbox-map.yaml")])
 
 GOOD = textwrap.dedent("""\
     version: 1
