@@ -125,6 +125,9 @@ class Topology:
             ip_cmd("netns", "add", self.ns[role])
             self._created.append(self.ns[role])
             self.run(role, "ip", "link", "set", "lo", "up")
+            # No duplicate address detection: a tentative link-local address delays the
+            # first IPv6 neighbour discovery by ~2 s.
+            self.run(role, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
         sbx, gw, ext = (self.ns[r] for r in ROLES)
         ip_cmd("-n", gw, "link", "add", self.sbx_iface, "type", "veth", "peer", "name", "eth0", "netns", sbx)
         ip_cmd("-n", gw, "link", "add", self.ext_iface, "type", "veth", "peer", "name", "eth0", "netns", ext)

@@ -1,0 +1,119 @@
+"""The queue driver's pure parts: the nfnetlink config message, wire lengths, and the
+one-verdict-per-packet rule with a fake queue packet and a failing engine."""
+from __future__ import annotations
+
+import socket
+import struct
+
+from egress.drivers.iptables import MARK_DROP, MARK_MASK, MARK_REJECT_ONCE
+from egress.drivers.nfqueue import (NFQA_CFG_F_FAIL_OPEN, NFQA_CFG_F_GSO, QueueDriver, config_flags_message,
+                                    read_queue_stats, wire_length)
+from egress.types import Action, Decision, Verdict
+
+
+def test_config_message_layout():
+    msg = config_flags_message(7, NFQA_CFG_F_GSO, NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO, seq=42)
+    length, mtype, flags, seq, pid = struct.unpack_from("=IHHII", msg)
+    assert length == len(msg) == 16 + 4 + 2 * 8
+    assert mtype == (3 << 8) | 2 and flags == 0x5 and seq == 42 and pid == 0
+    family, version, res_id = struct.unpack_from("=BBH", msg, 16)
+    assert family == socket.AF_UNSPEC and version == 0 and socket.ntohs(res_id) == 7
+    attrs = {}
+    for off in (20, 28):
+        alen, atype = struct.unpack_from("=HH", msg, off)
+        assert alen == 8
+        attrs[atype] = struct.unpack_from("!I", msg, off + 4)[0]
+    assert attrs == {4: NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO, 5: NFQA_CFG_F_GSO}
+
+
+def test_wire_length_from_ip_headers():
+    v4 = bytes([0x45, 0, 0x05, 0xdc]) + bytes(16)
+    assert wire_length(v4) == 1500
+    v6 = bytes([0x60, 0, 0, 0, 0xff, 0xd8]) + bytes(34)
+    assert wire_length(v6) == 40 + 0xffd8
+    assert wire_length(b"\x00\x01") == 2
+
+
+class FakePacket:
+    def __init__(self, payload=b"\x45" + bytes(39), ts=0.0, mark=0x5):
+        self.payload, self.ts, self.mark = payload, ts, mark
+        self.verdicts = []
+        self.new_mark = None
+
+    def get_payload(self):
+        return self.payload
+
+    def get_timestamp(self):
+        return self.ts
+
+    def get_mark(self):
+        return self.mark
+
+    def set_mark(self, mark):
+        self.new_mark = mark
+
+    def accept(self):
+        self.verdicts.append("accept")
+
+    def drop(self):
+        self.verdicts.append("drop")
+
+    def repeat(self):
+        self.verdicts.append("repeat")
+
+
+class ScriptedEngine:
+    def __init__(self, *decisions):
+        self.decisions = list(decisions)
+        self.seen = []
+
+    def process(self, raw):
+        self.seen.append(raw)
+        d = self.decisions.pop(0)
+        if isinstance(d, Exception):
+            raise d
+        return d
+
+
+def test_each_action_gets_exactly_one_verdict_and_the_right_mark():
+    cases = [
+        (Decision(Action.ALLOW, Verdict()), ["accept"], None),
+        (Decision(Action.DROP, Verdict()), ["drop"], None),
+        (Decision(Action.REJECT, Verdict()), ["repeat"], MARK_REJECT_ONCE | 0x5),
+        (Decision(Action.DROP, Verdict(), offload=True), ["repeat"], MARK_DROP | 0x5),
+    ]
+    for decision, verdicts, mark in cases:
+        drv = QueueDriver(ScriptedEngine(decision))
+        pkt = FakePacket()
+        drv._on_packet(pkt)
+        assert pkt.verdicts == verdicts and pkt.new_mark == mark
+        if mark is not None:
+            assert mark & ~MARK_MASK == 0x5          # other mark bits are kept
+
+
+def test_engine_error_follows_the_exception_policy_and_is_counted():
+    for policy, verdict in (("drop", "drop"), ("allow", "accept")):
+        drv = QueueDriver(ScriptedEngine(RuntimeError("boom")), exception_action=policy)
+        pkt = FakePacket()
+        drv._on_packet(pkt)
+        assert pkt.verdicts == [verdict] and drv.counters["exceptions"] == 1
+
+
+def test_packet_time_is_the_queue_timestamp_only_when_it_is_wall_clock():
+    engine = ScriptedEngine(Decision(Action.ALLOW, Verdict()), Decision(Action.ALLOW, Verdict()))
+    drv = QueueDriver(engine, clock=lambda: 1000.0)
+    drv._on_packet(FakePacket(ts=999.5))
+    drv._on_packet(FakePacket(ts=12.0))           # a monotonic-clock EDT stamp
+    assert [r.ts for r in engine.seen] == [999.5, 1000.0]
+
+
+def test_copy_range_is_capped():
+    assert QueueDriver(None, copy_range=9000).copy_range == 1500
+
+
+def test_queue_stats_parse(tmp_path):
+    f = tmp_path / "nfnetlink_queue"
+    f.write_text("    0  12345     3 2  1500     7    9     1000  1\n")
+    assert read_queue_stats(str(f)) == {0: {"portid": 12345, "queue_total": 3, "copy_mode": 2, "copy_range": 1500,
+                                            "queue_dropped": 7, "user_dropped": 9, "id_sequence": 1000}}
+    assert read_queue_stats(str(tmp_path / "missing")) == {}

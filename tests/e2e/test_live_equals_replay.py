@@ -1,0 +1,69 @@
+"""Live equals replay: the verdicts `egress run` gave a mix of flows equal, flow by flow, the
+verdicts `egress replay` gives a tcpdump capture of the same traffic taken inside the
+gateway (on its sandbox-side interface) during the run."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import signal
+import subprocess
+import time
+
+from tests.e2e.lab import PY, Gateway, start_echo
+from tests.e2e.test_live import REJECT_7001, write_rules
+
+
+def flow_key(e: dict) -> tuple:
+    return (e["proto"], e["src_ip"], e["src_port"], e["dest_ip"], e["dest_port"])
+
+
+def forwarded(e: dict, gateway_addresses: set[str]) -> bool:
+    """Flows the gateway forwards (the only ones it queues): not to/from itself, not link-local."""
+    for text in (e["src_ip"], e["dest_ip"]):
+        addr = ipaddress.ip_address(text)
+        if text in gateway_addresses or addr.is_link_local or addr.is_multicast:
+            return False
+    return True
+
+
+def test_live_verdicts_equal_replay_of_a_capture(lab, tmp_path):
+    rules = write_rules(tmp_path / "replay.yaml", REJECT_7001)
+    pcap = tmp_path / "gw.pcap"
+    tcpdump = lab.topo.popen("gw", ["tcpdump", "-i", lab.topo.sbx_iface, "-w", str(pcap), "-U", "-n"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert "listening on" in tcpdump.stderr.readline()
+    gw = Gateway(lab.topo, lab.workdir, rules=[rules], name="replay")
+    try:
+        start_echo(lab.topo, lab.ext4, 7001)
+        start_echo(lab.topo, lab.ext4, 7201)
+        start_echo(lab.topo, lab.ext6, 7202)
+        lab.server("dns", "--host", lab.ext4, "--zone", "echo.egress.test=" + lab.ext4)
+        lab.topo.set_resolver("sbx", lab.ext4)
+        assert lab.ext4 in lab.sbx("getent", "ahostsv4", "echo.egress.test").stdout
+        record = lab.sim_pool("stratum", 3334)
+        lab.sbx(PY, "-m", "egress.sim.stratum", "client", "--connect", "%s:3334" % lab.ext4, "--duration", "2",
+                "--share-interval", "0.2", timeout=15)
+        for host, port in ((lab.ext4, 7201), (lab.ext6, 7202), (lab.ext4, 7001), (lab.ext4, 7201)):
+            lab.tcp_exchange(host, port, b"x" * 3000)
+        time.sleep(0.3)
+    finally:
+        assert gw.stop() == 0
+        tcpdump.send_signal(signal.SIGINT)
+        tcpdump.wait(10)
+    assert not [r for r in open(record) if '"dir": "in"' in r]
+
+    eve = tmp_path / "replay.json"
+    replay = subprocess.run([PY, "-m", "egress.cli", "replay", "--rules", rules, "--eve", str(eve), "-q", str(pcap)],
+                            capture_output=True, text=True, timeout=60)
+    assert replay.returncode == 0, replay.stderr
+    replayed = [json.loads(l) for l in eve.read_text().splitlines()]
+    gw_addrs = {lab.topo.addr.gw_sbx4, lab.topo.addr.gw_sbx6, lab.topo.addr.gw_ext4, lab.topo.addr.gw_ext6}
+
+    def verdicts(events):
+        return {flow_key(e): (e["verdict"]["action"], e["verdict"]["rule"], e["app_proto"])
+                for e in events if e["event_type"] == "flow" and forwarded(e, gw_addrs)}
+
+    live, offline = verdicts(gw.events()), verdicts(replayed)
+    assert len(live) >= 6 and any(k[0] == "UDP" for k in live)
+    assert {v[0] for v in live.values()} >= {"allow", "drop", "reject"}
+    assert live == offline
