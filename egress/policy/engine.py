@@ -14,7 +14,8 @@ Guarantees:
   or HTTP Host of a young flow, its app_proto) never blocks by itself: if an allow/alert
   rule is waiting for such a fact and only a blocking rule (or default) matches so far,
   the verdict is a provisional allow (rule "pending", never final) for at most
-  `PENDING_PACKETS` client packets / `PENDING_BYTES` client payload bytes. Detections
+  `PENDING_PACKETS` client packets / `PENDING_BYTES` client payload bytes (it marks the
+  flow `verdict_dirty` so that the engine asks again on the next packet). Detections
   and classifier scores are not waited for: a block rule on them matches when they land
   (the engine then revokes the flow).
 - Names of a flow: its TLS SNI, HTTP Host and DNS query facts. Without any, the names
@@ -403,6 +404,10 @@ class PolicyEngine:
 
     def _pending(self, policy: Policy, waiting: Rule, view: _FlowView) -> Verdict:
         self.counters["pending"] += 1
+        # A provisional verdict must be asked again on the next packet even if nothing the
+        # policy reads changed (the engine re-decides only dirty flows): bounded by _young().
+        if hasattr(view.flow, "verdict_dirty"):
+            view.flow.verdict_dirty = True
         what = "app_proto" if waiting.domains is None else "SNI/Host"
         reasons = ["waiting for %s: rule %s may still match" % (what, waiting.name)] + view.notes
         return Verdict(action=Action.ALLOW, mode=policy.mode, rule="pending", reasons=tuple(reasons))
