@@ -134,14 +134,32 @@ _FAST_SEEDS = [ip for ip in _IPS] + [
 ]
 
 
-@SETTINGS
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(_FAST_SEEDS), st.data())
 def test_fast_path_equals_general_path(ip, data):
+    """Mutations aimed at the fast path's boundaries: length fields off by a little, the TCP
+    data offset, the capture cut just around the IP length, plus random header bytes."""
     buf = bytearray(ip + data.draw(st.sampled_from([b"", b"\0" * 6, b"pad"])))
-    for _ in range(data.draw(st.integers(0, 4))):
-        i = data.draw(st.integers(0, min(len(buf), 70) - 1))      # headers, mostly
-        buf[i] = data.draw(st.integers(0, 255))
-    buf = bytes(buf[:data.draw(st.integers(0, len(buf)))])
+    v4 = buf[0] >> 4 == 4
+    lengths = [2, 24] if v4 else [4, 44]                 # IP total / payload length, UDP length
+    doff_at = 32 if v4 else 52
+    for _ in range(data.draw(st.integers(0, 3))):
+        kind = data.draw(st.sampled_from(["lie", "doff", "byte"]))
+        if kind == "lie":
+            at = data.draw(st.sampled_from(lengths))
+            value = int.from_bytes(buf[at:at + 2], "big") + data.draw(st.integers(-9, 9))
+            buf[at:at + 2] = (value & 0xFFFF).to_bytes(2, "big")
+        elif kind == "doff" and doff_at < len(buf):
+            buf[doff_at] = data.draw(st.integers(0, 15)) << 4
+        else:
+            i = data.draw(st.integers(0, min(69, len(buf) - 1)))
+            buf[i] = data.draw(st.one_of(st.integers(0, 255), st.sampled_from([0x45, 0x60, 0xF0])))
+    cut = data.draw(st.sampled_from(["none", "near", "any"]))
+    if cut == "near":
+        buf = buf[:max(0, len(ip) + data.draw(st.integers(-3, 1)))]
+    elif cut == "any":
+        buf = buf[:data.draw(st.integers(0, len(buf)))]
+    buf = bytes(buf)
     complete = data.draw(st.booleans())
     version = buf[0] >> 4 if buf else 0
     if version == 4:
@@ -151,6 +169,33 @@ def test_fast_path_equals_general_path(ip, data):
     else:
         return
     assert _fields(fast) == _fields(general)
+
+
+def test_fast_path_equals_general_path_at_every_boundary():
+    """Exhaustive around the edges the fast path tests: each length field off by up to 2,
+    every TCP data offset, captures cut from 3 bytes short to 1 byte long."""
+    checked = 0
+    for ip in _FAST_SEEDS:
+        v4 = ip[0] >> 4 == 4
+        decoders = (ip_mod.ipv4, ip_mod.ipv4_general) if v4 else (ip_mod.ipv6, ip_mod.ipv6_general)
+        doff_at = 32 if v4 else 52
+        for pad in (b"", b"\0" * 6):
+            for at, delta in [(None, 0)] + [(a, d) for a in ([2, 24] if v4 else [4, 44])
+                                            for d in (-2, -1, 1, 2)]:
+                buf = bytearray(ip + pad)
+                if at is not None:
+                    value = int.from_bytes(buf[at:at + 2], "big") + delta
+                    buf[at:at + 2] = (value & 0xFFFF).to_bytes(2, "big")
+                for doff in [None] + list(range(16)) if doff_at < len(buf) else [None]:
+                    if doff is not None:
+                        buf[doff_at] = doff << 4
+                    for cut in (None, -3, -2, -1, 0, 1):
+                        data = bytes(buf if cut is None else buf[:len(ip) + cut])
+                        for complete in (True, False):
+                            fast, general = (d(1.0, data, 0, complete) for d in decoders)
+                            assert _fields(fast) == _fields(general), (ip.hex(), at, delta, doff, cut)
+                            checked += 1
+    assert checked > 10_000
 
 
 def test_fast_path_is_taken_for_plain_packets(monkeypatch):
