@@ -11,7 +11,8 @@ records, which the policy uses to learn name -> address bindings.
 
 Tunnelling ("tunnel" / "dns.tunnel_suspected", confidence < 1), conservative:
 - one question whose leftmost labels carry data: a label of 52+ characters with
-  Shannon entropy >= 3.8 bits/char (hex, base32 or base64 payloads), or
+  Shannon entropy >= 3.5 bits/char (random hex over 60 characters measures about
+  3.8, base32 about 4.6; English-like text about 3), or
 - two or more distinct questions in the same flow under one parent domain whose data
   label is 32+ characters with entropy >= 3.5, or
 - five or more TXT / NULL / ANY questions under one parent domain in the flow (the
@@ -177,7 +178,7 @@ def tunnel_evidence(questions: list[tuple[str, int]]) -> dict | None:
     for name, qtype in questions:
         label = _data_label(name)
         ent = entropy(label)
-        if len(label) >= 52 and ent >= 3.8:
+        if len(label) >= 52 and ent >= 3.5:
             return {"rule": "long_label", "name": name[:255], "label_len": len(label),
                     "entropy": round(ent, 2)}
         parent = _parent(name)
@@ -231,10 +232,10 @@ class DnsDetector:
                 if not parsed_any:
                     return NO_MATCH   # the first message decides whether this is DNS at all
                 continue
-            if not parsed_any and p["qr"] != (direction == 1):
-                return NO_MATCH       # a query must come from the client, an answer from the server
+            # direction is not checked: a capture may start with the answer, and the
+            # engine may orient a UDP flow by ports; QR says what the message is
             parsed_any = True
-            if direction == 0 and not p["qr"]:
+            if not p["qr"]:
                 for q in p["questions"]:
                     if q not in questions and len(questions) < _MAX_MSGS:
                         questions.append(q)
