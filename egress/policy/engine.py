@@ -181,15 +181,23 @@ class PolicyEngine:
         """For tests and tools: one rules document given as text."""
         return cls(parse_policy([(name, text)]), attribution=Attribution(sandbox_entries))
 
-    def reload(self) -> "PolicyEngine":
-        """A new PolicyEngine from the same files, keeping learned state; PolicyError if invalid."""
-        policy = load_policy(list(self.rule_paths)) if self.rule_paths else self.policy
-        entries = load_sandbox_map(self.sandbox_map) if self.sandbox_map else None
+    def reload(self, rule_paths: Sequence[str] | None = None, sandbox_map: str | None = None) -> "PolicyEngine":
+        """A new PolicyEngine from the same files (or the ones given), keeping learned DNS,
+        per-flow memos, API registrations and the violation log; PolicyError if invalid,
+        and then nothing changed."""
+        paths = tuple(str(p) for p in rule_paths) if rule_paths is not None else self.rule_paths
+        smap = str(sandbox_map) if sandbox_map else (self.sandbox_map if rule_paths is None else None)
+        policy = load_policy(list(paths)) if paths else self.policy
+        entries = load_sandbox_map(smap) if smap else None
         # Both inputs are valid: only now touch the shared attribution.
-        if entries is not None:
-            self.attribution.replace_file_entries(entries)
-        return PolicyEngine(policy, self.rule_paths, self.sandbox_map, self.attribution, self.dns,
+        if entries is not None or rule_paths is not None:
+            self.attribution.replace_file_entries(entries or [], smap)
+        return PolicyEngine(policy, paths, smap, self.attribution, self.dns,
                             self._memo, self._dns_done, self.counters)
+
+    def _carry_attribution(self, fresh: "PolicyEngine") -> Attribution:
+        self.attribution.replace_file_entries(fresh.attribution.entries(), fresh.sandbox_map)
+        return self.attribution
 
     @property
     def digest(self) -> str:

@@ -123,8 +123,9 @@ def load_yaml(path: str, text: str | bytes) -> Any:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise PolicyError([(path, None, "not UTF-8 text (byte %d)" % e.start)]) from None
-    loader = _Loader(text, path)
+    loader = None
     try:
+        loader = _Loader(text, path)       # the reader already rejects control characters here
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -132,9 +133,19 @@ def load_yaml(path: str, text: str | bytes) -> Any:
         reason = " ".join(x for x in (e.context, e.problem) if x) or "invalid YAML"
         raise PolicyError([(path, line, "invalid YAML: %s" % reason)]) from None
     except yaml.YAMLError as e:
-        raise PolicyError([(path, None, "invalid YAML: %s" % str(e).splitlines()[0])]) from None
+        line = None
+        if isinstance(e, yaml.reader.ReaderError):
+            line = text.count("\n", 0, e.position) + 1
+            reason = "invalid YAML: character %#x is not allowed" % e.character if isinstance(e.character, int) \
+                else "invalid YAML: %s" % e.reason
+        else:
+            reason = "invalid YAML: %s" % (str(e).splitlines() or ["error"])[0]
+        raise PolicyError([(path, line, reason)]) from None
+    except RecursionError:
+        raise PolicyError([(path, None, "invalid YAML: nested too deeply")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if loader.problems:
         raise PolicyError(loader.problems)
     return data

@@ -399,3 +399,21 @@ def test_dns_records_are_not_valid_before_they_were_learned():
     e.observe(dns_flow([answer("pypi.org", "151.101.0.223", ttl=3600)], ts=T), T)
     assert e.decide(make_flow(dst="151.101.0.223", ts=T + 10, inspecting=False), T + 10).action is Action.ALLOW
     assert e.decide(make_flow(dst="151.101.0.223", ts=T - 86400, inspecting=False), T - 86400).action is Action.REJECT
+
+
+def test_load_policy_engine_with_previous_carries_state_across_a_daemon_reload(tmp_path):
+    from egress.policy import load_policy_engine
+    from egress.policy.attribution import make_entry
+    rules = tmp_path / "r.yaml"
+    rules.write_text(DOMAINS)
+    old = load_policy_engine([str(rules)])
+    old.observe(dns_flow([answer("pypi.org", "151.101.0.223")]), T - 1)
+    old.attribution.register(make_entry("10.1.1.1", "api-sbx"))
+    rules.write_text(DOMAINS.replace("default: reject", "default: drop"))
+    new = load_policy_engine([str(rules)], None, previous=old)
+    assert new.decide(make_flow(dst="151.101.0.223", inspecting=False), T).rule == "registries"
+    assert new.attribute(make_flow("10.1.1.1")) == {"id": "api-sbx", "episode": None}
+    assert new.decide(make_flow(dst="198.51.100.1", inspecting=False), T).action is Action.DROP
+    rules.write_text("version: 1\n")
+    with pytest.raises(ValueError):
+        load_policy_engine([str(rules)], None, previous=new)

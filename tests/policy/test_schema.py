@@ -215,3 +215,36 @@ def test_policy_error_is_a_value_error_with_file_line_lines():
     with pytest.raises(ValueError) as info:
         parse_policy([("x.yaml", doc(RULE + "        ports: [0]\n"))])
     assert str(info.value).splitlines() == ["x.yaml:8: port 0 out of range [1, 65535]"]
+
+
+# -- fuzz: any input gives a PolicySet or a PolicyError, never another exception -------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+import yaml  # noqa: E402
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 70000), st.floats(allow_nan=False, width=32),
+                    st.sampled_from(["tcp", "drop", "allow", "10.0.0.0/8", "::1", "1-2", "*.a.com", "mining", ""]),
+                    st.text(max_size=8))
+keys = st.sampled_from(["version", "policies", "sandboxes", "dns", "default_policy", "p", "mode", "rules",
+                        "default", "name", "action", "dest", "ports", "proto", "domains", "categories",
+                        "classifier", "class", "min_score", "cidrs", "policy", "x"])
+docs = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                     st.dictionaries(keys, inner, max_size=5)), max_leaves=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(docs)
+def test_fuzz_structured_documents(data):
+    try:
+        parse_policy([("fuzz.yaml", yaml.safe_dump(data))])
+    except PolicyError as exc:
+        assert all(e[0] == "fuzz.yaml" for e in exc.errors) and str(exc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_fuzz_arbitrary_text(text):
+    try:
+        parse_policy([("fuzz.yaml", text)])
+    except PolicyError as exc:
+        assert str(exc)
