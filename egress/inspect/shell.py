@@ -11,7 +11,8 @@ detector looks for ("reverse_shell" / "shell.reverse"):
 - strong markers sent by the initiator, any one of which suffices: the messages an
   interactive shell prints when it has no terminal ("sh: no job control in this
   shell", "bash: cannot set terminal process group", "bash: no job control in this
-  shell"), the cmd.exe / PowerShell start banner, or `id` output
+  shell", dash's "sh: 0: can't access tty; job control turned off"), the cmd.exe /
+  PowerShell start banner, or `id` output
   ("uid=0(root) gid=0(root)");
 - or, weaker, both halves of a conversation: the accepting side sends short
   shell-command lines (id, whoami, uname -a, ls, pwd, cat /etc/passwd, python -c
@@ -36,6 +37,7 @@ _STRONG = re.compile(
     rb"(?:sh|bash|zsh|ash|dash|ksh)(?:-[\d.]+)?: (?:no job control in this shell"
     rb"|cannot set terminal process group"
     rb"|initialize_job_control: no job control)"
+    rb"|sh: \d+: can't access tty; job control turned off"
     rb"|Microsoft Windows \[Version \d+\.\d+[.\d]*\]\r?\n\(c\) (?:\d{4} )?Microsoft Corporation"
     rb"|Windows PowerShell\r?\nCopyright \(C\) (?:\d{4} )?Microsoft Corporation"
     rb"|uid=\d+\([\w.-]+\) gid=\d+\([\w.-]+\)")
