@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 MAX_LINE = 16384
 # JSON text never holds raw control characters (RFC 8259 requires them escaped), so
@@ -42,13 +42,15 @@ def loads(raw: bytes) -> Any:
         return None
 
 
-def scan_lines(data: bytes, needles: Iterable[bytes] = (), max_messages: int = 48
-               ) -> tuple[list[Any], str, int]:
+def scan_lines(data: bytes, needles: Iterable[bytes] = (), max_messages: int = 48,
+               visit: Callable[[Any], bool] | None = None) -> tuple[list[Any], str, int]:
     """Parse JSON lines from a stream prefix.
 
     Returns (messages, state, json_lines): the parsed values of the lines that
     contain one of `needles` (all lines when `needles` is empty), the direction
     state (JSON / MAYBE / NOT) and how many lines looked like JSON values.
+    `visit(value)`, when given, sees each parsed value as it is found; returning True
+    stops the scan there (the caller has what it needs).
     """
     messages: list[Any] = []
     if not data:
@@ -69,9 +71,11 @@ def scan_lines(data: bytes, needles: Iterable[bytes] = (), max_messages: int = 4
         if nl < 0:                                   # partial last line
             if line and line[0] in _JSON_OPEN and line[-1] in _JSON_CLOSE:
                 value = loads(line) if _wanted(line, needles) else None
-                if value is not None:                # a complete value without its newline
+                if isinstance(value, (dict, list)):  # a complete value without its newline
                     messages.append(value)
                     good += 1
+                    if visit is not None:
+                        visit(value)
             elif line and line[0] not in _JSON_OPEN and index > 0:
                 bad += 1                             # text that cannot become JSON
             break
@@ -82,6 +86,8 @@ def scan_lines(data: bytes, needles: Iterable[bytes] = (), max_messages: int = 4
                     if isinstance(value, (dict, list)):
                         messages.append(value)
                         good += 1
+                        if visit is not None and visit(value):
+                            break
                     elif index > 0:
                         bad += 1
                 else:
@@ -179,6 +185,7 @@ class Hit:
 
 DIRECTION_NAMES = ("to_server", "to_client")
 NO_HIT_LIMIT = 32   # JSON lines without any mining message: an ordinary JSON-RPC API
+EVIDENCE_HITS = 4   # mining messages per direction worth parsing for evidence; then stop
 
 
 def summarize(hits: list[tuple[int, Hit]]) -> tuple[Hit, dict]:
@@ -209,12 +216,17 @@ def inspect_lines(view: Any, classify, needles: tuple[bytes, ...], max_bytes: in
     Scans both directions, classifies every parsed object with `classify(obj) ->
     Hit | None` (messages may come from either side: the client/server roles of the
     flow are not trusted) and returns MATCH with one Detection, NO_MATCH when one
-    direction is not JSON lines, when both are complete or full, or after NO_HIT_LIMIT
-    JSON lines without a hit, else NEED_MORE.
+    direction is not JSON lines, when both are complete or full, after NO_HIT_LIMIT
+    JSON lines without a hit, or when another detector already named the flow's
+    protocol (`view.app_proto`), else NEED_MORE.
     """
     from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status
     from egress.types import Detection
 
+    if view.app_proto is not None:
+        # Another detector already named the protocol (another mining dialect, TLS, SSH...):
+        # a flow speaks one protocol, so there is nothing left for this one to find.
+        return NO_MATCH
     hits: list[tuple[int, Hit]] = []
     done = 0
     json_lines = 0
@@ -223,12 +235,18 @@ def inspect_lines(view: Any, classify, needles: tuple[bytes, ...], max_bytes: in
                                     (1, view.to_client, view.closed_to_client)):
         if len(data) > max_bytes:
             data = data[:max_bytes]
-        messages, state, count = scan_lines(data, needles)
+        found: list[Hit] = []
+
+        def visit(value: Any) -> bool:
+            for obj in iter_objects((value,)):
+                hit = classify(obj)
+                if hit is not None:
+                    found.append(hit)
+            return len(found) >= EVIDENCE_HITS      # enough to name the flow: stop parsing
+
+        _, state, count = scan_lines(data, needles, visit=visit)
         json_lines += count
-        for obj in iter_objects(messages):
-            hit = classify(obj)
-            if hit is not None:
-                hits.append((direction, hit))
+        hits.extend((direction, hit) for hit in found)
         if state == NOT:
             binary = True
         if state == NOT or closed or len(data) >= max_bytes:
