@@ -162,3 +162,41 @@ def assert_consistent_prefixes(detector, view: StreamView, fine: int = 300):
         want = {(d.category, d.signature) for d in final.detections}
         assert got == want, (got, want)
     return final
+
+
+def python_client_hello(server_name: str, alpn) -> bytes:
+    """The first TLS record(s) Python's ssl module sends to a loopback listener (a real ClientHello)."""
+    import socket
+    import ssl
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    got = bytearray()
+
+    def client():
+        ctx = ssl.create_default_context()
+        ctx.set_alpn_protocols(alpn)
+        try:
+            with socket.create_connection(srv.getsockname(), 5) as s:
+                s.settimeout(5)
+                with ctx.wrap_socket(s, server_hostname=server_name):
+                    pass
+        except (OSError, ssl.SSLError):
+            pass
+
+    t = threading.Thread(target=client, daemon=True)
+    t.start()
+    conn, _ = srv.accept()
+    conn.settimeout(5)
+    try:
+        while len(got) < 5 or len(got) < 5 + int.from_bytes(got[3:5], "big"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    finally:
+        conn.close()
+        srv.close()
+        t.join(5)
+    return bytes(got)

@@ -3,10 +3,7 @@ Python ssl ClientHello, records spanning segments, QUIC v1/v2 Initial decryption
 from __future__ import annotations
 
 import hashlib
-import socket
-import ssl
 import struct
-import threading
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -15,9 +12,10 @@ from egress.inspect.base import Status, StreamView
 from egress.inspect.tls import QUIC_V1, QUIC_V2, TlsDetector, is_grease, quic_client_keys
 
 try:
-    from protocols_pcap import SHARED_PCAPS, assert_consistent_prefixes, read_flows
+    from protocols_pcap import SHARED_PCAPS, assert_consistent_prefixes, python_client_hello, read_flows
 except ImportError:
-    from tests.inspect.protocols_pcap import SHARED_PCAPS, assert_consistent_prefixes, read_flows
+    from tests.inspect.protocols_pcap import (SHARED_PCAPS, assert_consistent_prefixes, python_client_hello,
+                                              read_flows)
 
 DET = TlsDetector()
 V4 = b"\x0a\x00\x00\x01"
@@ -119,40 +117,6 @@ def test_grease_values():
 
 
 # -- a real ClientHello from Python's ssl module, parsed independently by scapy ----------
-
-def python_client_hello(server_name: str, alpn) -> bytes:
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    got = bytearray()
-
-    def client():
-        ctx = ssl.create_default_context()
-        ctx.set_alpn_protocols(alpn)
-        try:
-            with socket.create_connection(srv.getsockname(), 5) as s:
-                s.settimeout(5)
-                with ctx.wrap_socket(s, server_hostname=server_name):
-                    pass
-        except (OSError, ssl.SSLError):
-            pass
-
-    t = threading.Thread(target=client, daemon=True)
-    t.start()
-    conn, _ = srv.accept()
-    conn.settimeout(5)
-    try:
-        while len(got) < 5 or len(got) < 5 + int.from_bytes(got[3:5], "big"):
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-    finally:
-        conn.close()
-        srv.close()
-        t.join(5)
-    return bytes(got)
-
 
 def scapy_ja3(data: bytes) -> tuple[str, str | None, list]:
     from scapy.layers.tls.record import TLS
