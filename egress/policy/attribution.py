@@ -206,9 +206,14 @@ class Attribution:
 
     # -- violations ------------------------------------------------------------------------
 
-    def record(self, violation: dict) -> bool:
-        """Append one violation unless this (flow, rule, action) was already recorded."""
-        key = (violation.get("flow_id"), violation.get("rule"), violation.get("action"), violation.get("mode"))
+    def recorded(self, key: tuple) -> bool:
+        """Was a violation with this (flow_id, rule, action, mode) key recorded? (no lock: a hint)"""
+        return key in self._recorded
+
+    def record(self, violation: dict, key: tuple | None = None) -> bool:
+        """Append one violation unless this (flow, rule, action, mode) was already recorded."""
+        if key is None:
+            key = (violation.get("flow_id"), violation.get("rule"), violation.get("action"), violation.get("mode"))
         with self._lock:
             if key in self._recorded:
                 return False

@@ -49,6 +49,7 @@ MEMO_MAX = 262144            # per-flow memos kept (flow ids, least recent dropp
 # app protocols after which no SNI/Host can still appear
 _NAMELESS_PROTOS = frozenset(("ssh", "dns", "stratum", "ntp", "git", "smtp", "ftp", "rdp", "irc", "websocket"))
 ALLOW_ALL = "version: 1\npolicies:\n  allow-all:\n    mode: enforce\n    rules: []\n    default: allow\n"
+_NO_REASONS: list[str] = []
 _ACTIONS = {"allow": Action.ALLOW, "alert": Action.ALLOW, "drop": Action.DROP, "reject": Action.REJECT}
 
 
@@ -297,59 +298,67 @@ class PolicyEngine:
     # -- rule evaluation -----------------------------------------------------------------------
 
     def _evaluate(self, rule: Rule, view: _FlowView) -> tuple[bool | None, list[str], bool]:
-        """(True | False | None=not yet known, reasons, statically excluded)."""
-        flow = view.flow
-        reasons: list[str] = []
-        if rule.ip_version is not None and flow.version != rule.ip_version:
-            return False, reasons, True
-        if rule.proto is not None:
-            if flow.proto not in rule.proto:
-                return False, reasons, True
-            reasons.append("proto %s" % proto_name(flow.proto).lower())
-        if rule.dest is not None:
-            net = rule.dest.lookup(flow.server_ip)
-            if net is None:
-                return False, reasons, True
-            reasons.append("dest %s in %s" % (ip_text(flow.server_ip), net))
-        if rule.src is not None:
-            net = rule.src.lookup(flow.client_ip)
-            if net is None:
-                return False, reasons, True
-            reasons.append("src %s in %s" % (ip_text(flow.client_ip), net))
-        if rule.ports is not None:
-            if flow.proto not in (PROTO_TCP, PROTO_UDP) or rule.ports.match(flow.server_port) is None:
-                return False, reasons, True
-            reasons.append("port %d" % flow.server_port)
+        """(True | False | None=not yet known, reasons, statically excluded).
 
+        Cheap checks first; reason strings are only formatted for a rule that matches."""
+        flow = view.flow
+        if rule.ip_version is not None and flow.version != rule.ip_version:
+            return False, _NO_REASONS, True
+        if rule.proto is not None and flow.proto not in rule.proto:
+            return False, _NO_REASONS, True
+        dest_net = src_net = None
+        if rule.dest is not None:
+            dest_net = rule.dest.lookup(flow.server_ip)
+            if dest_net is None:
+                return False, _NO_REASONS, True
+        if rule.src is not None:
+            src_net = rule.src.lookup(flow.client_ip)
+            if src_net is None:
+                return False, _NO_REASONS, True
+        if rule.ports is not None and (flow.proto not in (PROTO_TCP, PROTO_UDP)
+                                       or rule.ports.match(flow.server_port) is None):
+            return False, _NO_REASONS, True
+
+        dynamic: list[str] = []
         unknown = False
         if rule.categories is not None or rule.signatures is not None:
             hit = self._detection(rule, flow)
             if hit is None:
-                return False, reasons, False
-            reasons.append(hit)
+                return False, _NO_REASONS, False
+            dynamic.append(hit)
         if rule.classifier is not None:
             hit = self._classifier(rule, flow)
             if hit is None:
-                return False, reasons, False
-            reasons.append(hit)
+                return False, _NO_REASONS, False
+            dynamic.append(hit)
         if rule.app_proto is not None:
             app = flow.app_proto
             if app in rule.app_proto:
-                reasons.append("app_proto %s" % app)
+                dynamic.append("app_proto %s" % app)
             elif app is None and flow.proto in (PROTO_TCP, PROTO_UDP) and _young(flow):
                 unknown = True
             else:
-                return False, reasons, False
+                return False, _NO_REASONS, False
         if rule.domains is not None:
             state, why = self._domain(rule, view)
             if state is False:
-                return False, reasons, False
+                return False, _NO_REASONS, False
             if state is None:
                 unknown = True
             else:
-                reasons.append(why)
+                dynamic.append(why)
         if unknown:
-            return None, reasons, False
+            return None, _NO_REASONS, False
+        reasons = []
+        if rule.proto is not None:
+            reasons.append("proto %s" % proto_name(flow.proto).lower())
+        if dest_net is not None:
+            reasons.append("dest %s in %s" % (ip_text(flow.server_ip), dest_net))
+        if src_net is not None:
+            reasons.append("src %s in %s" % (ip_text(flow.client_ip), src_net))
+        if rule.ports is not None:
+            reasons.append("port %d" % flow.server_port)
+        reasons += dynamic
         if not reasons:
             reasons.append("rule %s matches every flow" % rule.name)
         return True, reasons, False
@@ -423,6 +432,9 @@ class PolicyEngine:
     def _record(self, flow: Any, verdict: Verdict, policy: Policy, now: float) -> Verdict:
         if verdict.action is Action.ALLOW and not verdict.alert:
             return verdict
+        key = (flow.flow_id, verdict.rule, verdict.action.value, verdict.mode.value)
+        if self.attribution.recorded(key):
+            return verdict
         sandbox = getattr(flow, "sandbox", None)
         self.attribution.record({
             "timestamp": _iso(now), "flow_id": flow.flow_id, "sandbox": sandbox,
@@ -432,7 +444,7 @@ class PolicyEngine:
             "action": "alert" if verdict.action is Action.ALLOW else verdict.action.value,
             "mode": verdict.mode.value, "rule": verdict.rule, "reasons": list(verdict.reasons),
             "policy": policy.name, "digest": self.policy.short_digest,
-        })
+        }, key)
         return verdict
 
     # -- learned state ---------------------------------------------------------------------------

@@ -119,3 +119,15 @@ def test_dns_answers_seen_by_the_engine_allow_the_address_for_its_ttl():
     assert flows[40010]["verdict"]["rule"] == "registries"
     assert any("address from DNS" in r for r in flows[40010]["verdict"]["reasons"])
     assert flows[40011]["verdict"]["action"] == "reject"          # ten minutes later: the 60 s TTL is over
+
+
+def test_audit_mode_passes_every_packet_and_eve_shows_the_action():
+    audit = STRICT.replace("mode: enforce", "mode: audit")
+    s = TcpSession(("10.88.0.5", 40020), ("192.0.2.10", 443)).handshake()
+    s.send(True, client_hello("evil.example")).send(False, b"\x16\x03\x03" + bytes(100)).close()
+    decisions, events = run(s, PolicyEngine.from_text(audit))
+    assert all(d.action is Action.ALLOW for d in decisions)
+    flow = [e for e in events if e["event_type"] == "flow"][0]
+    assert (flow["verdict"]["action"], flow["verdict"]["mode"]) == ("reject", "audit")
+    alert = [e for e in events if e["event_type"] == "alert"][0]
+    assert alert["alert"]["action"] == "allowed" and alert["verdict"]["action"] == "reject"
