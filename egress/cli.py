@@ -16,6 +16,7 @@ COMMANDS = [
     ("report", "egress.commands.report", "summarize violations per sandbox and episode from EVE JSON"),
     ("run", "egress.commands.run", "run the live gateway (NFQUEUE, iptables rules, SIGHUP reload)"),
     ("iptables", "egress.commands.iptables", "show, install or remove egress's iptables rules (crash clean-up)"),
+    ("demo", "egress.commands.demo", "live demo in network namespaces: sandbox, gateway, outside world (root)"),
     ("train", "egress.commands.train", "train the flow classifier from labelled captures, write a model bundle"),
 ]
 
