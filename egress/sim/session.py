@@ -11,6 +11,9 @@ wire (TLS ciphertext for the TLS variants, WebSocket frames for --ws).
     s.chunks                        # [(ts, direction 0|1, length)] per relayed read
     s.pool_methods, s.client_methods  # method names each side received
     s.client_summary                # the miner's summary dict (shares, error...)
+    packets = to_packets(s, client=("10.203.0.2", 40000), server=("10.203.0.3", 3333))
+                                    # [(ts, raw IPv4 bytes)] with the session's real timing,
+                                    # for egress.types.RawPacket(ts, data, 101) or craft.write_pcap
 
 kinds: "stratum" (variants btc, ethstratum), "xmr" (xmrig, coinhive), "ethproxy".
 Everything binds to `host` (default 127.0.0.1) and stops by itself after `duration`.
@@ -126,3 +129,23 @@ async def run_session_async(kind: str = "stratum", *, variant: str | None = None
 def run_session(kind: str = "stratum", **kwargs: Any) -> SessionResult:
     """Synchronous wrapper of `run_session_async` (runs its own event loop)."""
     return asyncio.run(run_session_async(kind, **kwargs))
+
+
+def to_packets(result: SessionResult, client: tuple = ("10.203.0.2", 40000), server: tuple = ("10.203.0.3", 3333),
+               mss: int = 1448) -> list[tuple[float, bytes]]:
+    """The recorded session as raw-IP TCP packets (handshake, data at the relayed read times,
+    segmented at `mss`, ACKs, FIN close), built with egress.testing.craft (no scapy)."""
+    from egress.testing.craft import TcpSession
+
+    t0 = result.chunks[0][0] if result.chunks else time.time()
+    tcp = TcpSession(client, server, t0=t0 - 0.003, step=0.0001, mss=mss).handshake()
+    offsets = [0, 0]
+    for ts, direction, length in result.chunks:
+        stream = result.to_server if direction == 0 else result.to_client
+        data = stream[offsets[direction]:offsets[direction] + length]
+        offsets[direction] += length
+        if data:
+            tcp.t = max(tcp.t, ts)
+            tcp.send(direction == 0, data)
+    tcp.close()
+    return tcp.packets

@@ -97,15 +97,9 @@ def test_dns_query_for_a_pool_name():
 
 
 def test_emulated_xmrig_session_replayed_as_packets():
-    from egress.sim.session import run_session
+    from egress.sim.session import run_session, to_packets
     result = run_session("xmr", duration=0.4, share_interval=0.05, seed=21)
-    s = session(8080)
-    offsets = [0, 0]
-    for _, direction, length in result.chunks:
-        stream = result.to_server if direction == 0 else result.to_client
-        data = stream[offsets[direction]:offsets[direction] + length]
-        offsets[direction] += length
-        if data:
-            s.send(direction == 0, data)
-    s.close()
-    assert mining_signatures(replay(s.packets)) == ["cryptonote.login"]
+    packets = to_packets(result, server=("10.203.0.3", 8080))
+    assert all(b[0] >= a[0] for a, b in zip(packets, packets[1:]))          # time runs forward
+    assert packets[-1][0] - packets[0][0] > 0.2                              # the session's own timing
+    assert mining_signatures(replay(packets)) == ["cryptonote.login"]
