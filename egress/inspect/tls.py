@@ -4,6 +4,8 @@ Guarantees (egress.inspect.base contract): pure, never raises, port independent,
 reads at most `max_bytes` per direction; handshake messages may span TCP segments
 and TLS records.
 
+The ClientHello may follow an HTTP CONNECT and its 2xx answer (TLS through a proxy).
+
 Facts (client side): tls.sni, tls.alpn (list), tls.version (the highest offered,
 "1.3"...), tls.ciphers, tls.extensions, tls.groups, tls.point_formats,
 tls.sig_algs (numbers, GREASE removed), tls.ja3 (md5) and tls.ja3_string, tls.ja4.
@@ -266,24 +268,34 @@ class TlsDetector:
             return NO_MATCH
 
     def _inspect_tcp(self, view: StreamView) -> InspectResult:
-        state, hs = _handshake_stream(view.to_server)
+        to_server, to_client = view.to_server, view.to_client
+        if to_server.startswith(b"CONNECT "):
+            # TLS through an HTTP proxy: the handshake follows the proxy's 200 answer
+            inner = _after_connect(to_server, to_client)
+            if inner is None:
+                closed = view.closed_to_server or view.closed_to_client or len(to_server) >= self.max_bytes
+                return NO_MATCH if closed else NEED_MORE
+            to_server, to_client = inner
+            if not to_server:
+                return NO_MATCH if view.closed_to_server else NEED_MORE
+        state, hs = _handshake_stream(to_server)
         if state == "no":
             return NO_MATCH
         mstate, body = _first_handshake(hs, 1)
         if mstate == "no":
             return NO_MATCH
         if mstate == "need":
-            if view.closed_to_server or len(view.to_server) >= self.max_bytes or state == "ok":
+            if view.closed_to_server or len(to_server) >= self.max_bytes or state == "ok":
                 return NO_MATCH
             return NEED_MORE
         hello = parse_client_hello(body)
         if hello is None:
             return NO_MATCH
         facts = client_facts(hello, "t")
-        sstate, shs = _handshake_stream(view.to_client)
+        sstate, shs = _handshake_stream(to_client)
         done = False
         if sstate == "no":
-            done = bool(view.to_client)
+            done = bool(to_client)
         else:
             ms, sbody = _first_handshake(shs, 2)
             if ms == "ok":
@@ -297,9 +309,18 @@ class TlsDetector:
                 done = True
             elif ms == "no":
                 done = True
-        if view.closed_to_client or len(view.to_client) >= self.max_bytes:
+        if view.closed_to_client or len(to_client) >= self.max_bytes:
             done = True
         return InspectResult(Status.MATCH if done else Status.NEED_MORE, (), "tls", facts)
+
+
+def _after_connect(to_server: bytes, to_client: bytes) -> tuple[bytes, bytes] | None:
+    """The streams after a CONNECT request and its 2xx answer, or None (not there yet / refused)."""
+    req_end = to_server.find(b"\r\n\r\n", 0, 4096)
+    resp_end = to_client.find(b"\r\n\r\n", 0, 4096)
+    if req_end < 0 or resp_end < 0 or not to_client.startswith((b"HTTP/1.1 2", b"HTTP/1.0 2")):
+        return None
+    return to_server[req_end + 4:], to_client[resp_end + 4:]
 
 
 # -- QUIC Initial ----------------------------------------------------------------

@@ -264,3 +264,14 @@ def test_fuzz_mutated_client_hello_never_raises(pos, byte):
 def test_fuzz_quic_never_raises(dgrams, first):
     dgrams = [bytes([first | 0x80]) + b"\x00\x00\x00\x01" + d for d in dgrams]
     assert DET.inspect(udp_view([(0, d) for d in dgrams])).status in set(Status)
+
+
+def test_client_hello_through_an_http_connect_proxy():
+    req = b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n"
+    hello = records(published_hello())
+    waiting = DET.inspect(tcp_view(req + hello))
+    assert waiting.status is Status.NEED_MORE and not waiting.facts
+    r = DET.inspect(tcp_view(req + hello, b"HTTP/1.1 200 Connection established\r\n\r\n"))
+    assert r.facts["tls.sni"] == "example.test" and r.facts["tls.ja4"] == PUB_JA4
+    refused = DET.inspect(tcp_view(req + hello, b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", closed=True))
+    assert refused.status is Status.NO_MATCH
