@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout", action="append", default=[], metavar="GLOB",
                    help="scenario glob kept out of the evaluation model entirely (unseen-scenario test)")
     p.add_argument("--loso", action="store_true", help="leave-one-source-out evaluation on --shared-pcaps")
+    p.add_argument("--time-scales", default="1", metavar="LIST",
+                   help="comma-separated clock stretch factors applied to corpus captures (e.g. 1,5,25): "
+                        "the corpus runs faster than life; every class is stretched alike")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel feature extraction")
     p.add_argument("--quiet", "-q", action="store_true")
 
 
@@ -55,10 +60,12 @@ def run(args: argparse.Namespace) -> int:
 
     rows = []
     try:
+        scales = tuple(float(v) for v in args.time_scales.split(",") if v.strip()) or (1.0,)
         for root in corpora:
             labels = dataset.read_labels(root / "labels.tsv")
             say("%s: %d labelled captures/flows" % (root, len(labels)))
-            rows += dataset.labelled_rows(root, labels, "corpus:" + root.name, log=say)
+            rows += dataset.labelled_rows(root, labels, "corpus:" + root.name, log=say, time_scales=scales,
+                                          workers=args.workers)
         shared_rows = []
         if args.shared_pcaps:
             shared = Path(args.shared_pcaps)
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         "corpora": [str(c) for c in corpora],
         "shared_pcaps": args.shared_pcaps,
         "training": {"seed": args.seed, "rounds": rounds, "params": training.DEFAULT_PARAMS,
+                     "time_scales": list(scales),
                      "signature_augmentation": True, "seconds": round(time.time() - started, 1)},
         "metrics": evaluation,
     }
