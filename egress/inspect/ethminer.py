@@ -102,6 +102,8 @@ class EthMinerDetector:
     def inspect(self, view: StreamView) -> InspectResult:
         to_server = view.to_server[:self.max_bytes]
         to_client = view.to_client[:self.max_bytes]
+        if to_server[:8] == b"CONNECT ":          # a proxy tunnel: the JSON lines come after it
+            return inspect_lines(view, _classify_lines, NEEDLES, self.max_bytes, "stratum")
         http_s = looks_like_http(to_server)
         http_c = looks_like_http(to_client)
         if http_s or (not to_server and http_c):

@@ -218,12 +218,23 @@ def inspect_lines(view: Any, classify, needles: tuple[bytes, ...], max_bytes: in
     flow are not trusted) and returns MATCH with one Detection, NO_MATCH when one
     direction is not JSON lines, when both are complete or full, after NO_HIT_LIMIT
     JSON lines without a hit, or when another detector already named the flow's
-    protocol (`view.app_proto`), else NEED_MORE.
+    protocol (`view.app_proto`), else NEED_MORE. A SOCKS4/5 or HTTP CONNECT
+    handshake in front of the JSON is skipped (and reported as evidence "via").
     """
     from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status
     from egress.types import Detection
 
-    if view.app_proto is not None:
+    from egress.inspect import mining_proxy
+
+    up, down = view.to_server[:max_bytes], view.to_client[:max_bytes]
+    preamble = mining_proxy.strip(up, down)
+    if preamble is mining_proxy.INCOMPLETE:
+        both_closed = view.closed_to_server and view.closed_to_client
+        return NO_MATCH if both_closed else NEED_MORE
+    if preamble is not None:
+        # A SOCKS or HTTP CONNECT handshake first (miners support proxies): skip it.
+        up, down = up[preamble.up:], down[preamble.down:]
+    elif view.app_proto is not None:
         # Another detector already named the protocol (another mining dialect, TLS, SSH...):
         # a flow speaks one protocol, so there is nothing left for this one to find.
         return NO_MATCH
@@ -231,10 +242,7 @@ def inspect_lines(view: Any, classify, needles: tuple[bytes, ...], max_bytes: in
     done = 0
     json_lines = 0
     binary = False
-    for direction, data, closed in ((0, view.to_server, view.closed_to_server),
-                                    (1, view.to_client, view.closed_to_client)):
-        if len(data) > max_bytes:
-            data = data[:max_bytes]
+    for direction, data, closed in ((0, up, view.closed_to_server), (1, down, view.closed_to_client)):
         found: list[Hit] = []
 
         def visit(value: Any) -> bool:
@@ -253,6 +261,9 @@ def inspect_lines(view: Any, classify, needles: tuple[bytes, ...], max_bytes: in
             done += 1
     if hits:
         best, evidence = summarize(hits)
+        if preamble is not None:
+            evidence["via"] = preamble.via
+            evidence["proxy_target"] = preamble.target[:128]
         detection = Detection(category, best.signature, evidence, best.confidence)
         return InspectResult(Status.MATCH, (detection,), app_proto)
     # One side that is not JSON lines is enough: these protocols are JSON both ways.

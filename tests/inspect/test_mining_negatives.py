@@ -115,3 +115,14 @@ def test_deeply_nested_json_is_handled():
         assert det.inspect(view(deep[:8192], b"")).status in Status
     nested_line = b'{"method":"mining.notify","params":' + b"[" * 3000 + b"]" * 3000 + b"}\n"
     assert StratumDetector().inspect(view(nested_line, b"")).status in Status
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.sampled_from([b"\x05\x01\x00", b"\x05\x02\x00\x02", b"\x04\x01", b"CONNECT ", b"\x05"]),
+       up=st.binary(max_size=80), down=st.binary(max_size=40),
+       down_prefix=st.sampled_from([b"", b"\x05\x00", b"\x05\x02\x01\x00", b"\x00\x5a", b"HTTP/1.1 200 OK\r\n\r\n"]))
+def test_proxy_preambles_never_raise(prefix, up, down, down_prefix):
+    from egress.inspect import mining_proxy
+    mining_proxy.strip(prefix + up, down_prefix + down)
+    for det in DETECTORS:
+        assert det.inspect(view(prefix + up, down_prefix + down, True)).status in Status

@@ -142,3 +142,40 @@ def test_binary_stream_is_rejected_at_once():
 def test_many_json_lines_without_mining_give_up():
     lines = b"".join(b'{"id":%d,"method":"chat.post","params":["hello"]}\n' % i for i in range(40))
     assert DET.inspect(view(lines, b"")).status is Status.NO_MATCH
+
+
+SOCKS5_UP = b"\x05\x01\x00" + b"\x05\x01\x00\x03\x14xmr-eu1.nanopool.org\x0d\x05"
+SOCKS5_DOWN = b"\x05\x00" + b"\x05\x00\x00\x01\x0a\x00\x00\x01\x9c\x40"
+
+
+@pytest.mark.parametrize("up_pre,down_pre,via,target", [
+    (SOCKS5_UP, SOCKS5_DOWN, "socks5", "xmr-eu1.nanopool.org:3333"),
+    (b"\x05\x01\x02" + b"\x01\x03bob\x02pw" + SOCKS5_UP[3:], b"\x05\x02" + b"\x01\x00" + SOCKS5_DOWN[2:],
+     "socks5", "xmr-eu1.nanopool.org:3333"),
+    (b"\x04\x01\x0d\x05\x00\x00\x00\x01user\x00pool.example\x00", b"\x00\x5a\x00\x00\x00\x00\x00\x00",
+     "socks4", "pool.example:3333"),
+    (b"CONNECT pool.example:3333 HTTP/1.1\r\nHost: pool.example:3333\r\n\r\n",
+     b"HTTP/1.1 200 Connection established\r\n\r\n", "http-connect", "pool.example:3333"),
+])
+def test_stratum_behind_a_proxy_handshake(up_pre, down_pre, via, target):
+    up, down = ms.streams(ms.STRATUM_BTC)
+    transcript = [(C, up_pre), (S, down_pre), (C, up), (S, down)]
+    result = one_shot(DET, transcript)
+    assert result.status is Status.MATCH and signature(result) == "stratum.v1.subscribe"
+    assert result.detections[0].evidence["via"] == via
+    assert result.detections[0].evidence["proxy_target"] == target
+    result, _ = grow(DET, transcript, step=1)
+    assert result.status is Status.MATCH
+    # the handshake alone is not mining, and a refused proxy is not stripped
+    assert one_shot(DET, [(C, up_pre), (S, down_pre)]).status is Status.NO_MATCH
+
+
+def test_http_connect_named_by_the_http_detector_still_inspected():
+    up, down = ms.streams(ms.ETHPROXY)
+    pre_up = b"CONNECT eth.pool.example:4444 HTTP/1.1\r\nHost: eth.pool.example:4444\r\n\r\n"
+    pre_down = b"HTTP/1.0 200 OK\r\n\r\n"
+    from egress.inspect.ethminer import EthMinerDetector
+    result = EthMinerDetector().inspect(view(pre_up + up, pre_down + down))
+    assert result.status is Status.MATCH and result.detections[0].evidence["via"] == "http-connect"
+    v = view(pre_up + up, pre_down + down, app_proto="http")
+    assert EthMinerDetector().inspect(v).status is Status.MATCH
