@@ -9,8 +9,10 @@ Recognises, in either direction and from the middle of a session:
   extranonce1, extranonce2_size], or EthereumStratum's [["mining.notify", id,
   "EthereumStratum/1.0.0"], extranonce].
 
-Every message is a parsed JSON object whose "method" equals the name and whose params
-have the expected shape; a text mentioning "mining.subscribe" is not enough.
+EthereumStratum/2.0.0's opening mining.hello {"agent", "host", "port", "proto"} counts
+as a subscribe. Every message is a parsed JSON object whose "method" equals the name
+and whose params have the expected shape; a text mentioning "mining.subscribe" is not
+enough.
 "jsonrpc" is optional, ids may be null/int/str. Evidence: method, direction,
 worker (a wallet redacted to its prefix), agent, pool host (from subscribe params).
 """
@@ -88,6 +90,13 @@ def classify(obj: dict) -> Hit | None:
         if not method.startswith("mining."):
             return None
         params = obj.get("params", [])
+        if method == "mining.hello" and isinstance(params, dict):
+            # EthereumStratum/2.0.0 (ethminer): {"agent", "host", "port", "proto"} instead of subscribe
+            proto = params.get("proto")
+            if isinstance(proto, str) or isinstance(params.get("agent"), str):
+                return Hit("ethstratum.hello", method, 1.0, 9, agent=short(params.get("agent")),
+                           protocol=short(proto, 32), pool_host=short(params.get("host")))
+            return None
         if not _params_ok(method, params):
             return None
         if method in CLIENT_METHODS:

@@ -179,3 +179,12 @@ def test_http_connect_named_by_the_http_detector_still_inspected():
     assert result.status is Status.MATCH and result.detections[0].evidence["via"] == "http-connect"
     v = view(pre_up + up, pre_down + down, app_proto="http")
     assert EthMinerDetector().inspect(v).status is Status.MATCH
+
+
+def test_ethereumstratum_2_hello():
+    line = (b'{"id":0,"method":"mining.hello","params":{"agent":"ethminer-0.19.0","host":"eu1.example-pool.org",'
+            b'"port":"4d2","proto":"EthereumStratum/2.0.0"}}\n')
+    result = DET.inspect(view(line, b""))
+    assert result.status is Status.MATCH and signature(result) == "ethstratum.hello"
+    assert result.detections[0].evidence["protocol"] == "EthereumStratum/2.0.0"
+    assert classify({"id": 0, "method": "mining.hello", "params": {"x": 1}}) is None
