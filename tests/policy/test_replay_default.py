@@ -25,8 +25,19 @@ def endpoint(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@pytest.fixture(scope="module")
-def replayed(shared_pcaps):
+def shipped_models() -> list[Path]:
+    return sorted(p.parent for p in (REPO / "models").glob("*/metadata.json"))
+
+
+@pytest.fixture(scope="module", params=["signatures", "signatures+model"])
+def replayed(request, shared_pcaps):
+    classifier = None
+    if request.param == "signatures+model":
+        models = shipped_models()
+        if not models:
+            pytest.skip("no model bundle in models/ yet: only the signature-based run applies")
+        from egress.classify import FlowClassifier
+        classifier = FlowClassifier.load(str(models[0]))
     policy = PolicyEngine.load([str(REPO / "rules" / "default.yaml")])
     labels, rows = {}, defaultdict(list)
     with open(shared_pcaps / "MANIFEST.tsv") as f:
@@ -37,7 +48,7 @@ def replayed(shared_pcaps):
             rows[row["file"]].append(row)
     flows = {}
     for name in sorted(labels):
-        engine = Engine(policy=policy)
+        engine = Engine(policy=policy, classifier=classifier)
         for raw in read_capture(shared_pcaps / name):
             engine.process(raw)
         engine.flush()
