@@ -216,7 +216,11 @@ class DnsDetector:
             msgs = [(0, m) for m in qs] + [(1, m) for m in rs]
             more = (more_q or more_r) and not (view.closed_to_server and view.closed_to_client)
             if not msgs:
-                if len(view.to_server) >= 2 and int.from_bytes(view.to_server[:2], "big") < 12:
+                head = view.to_server
+                # a query over TCP is short and starts with a DNS header: 1..8 questions
+                if len(head) >= 2 and not 12 <= int.from_bytes(head[:2], "big") <= 4096:
+                    return NO_MATCH
+                if len(head) >= 8 and not 1 <= int.from_bytes(head[6:8], "big") <= 8:
                     return NO_MATCH
                 return NEED_MORE if more and len(view.to_server) < 514 else NO_MATCH
         if not msgs:

@@ -109,7 +109,7 @@ class ReverseShellDetector:
         out, inp = view.to_server[:MAX_BYTES], view.to_client[:MAX_BYTES]
         if not out and not inp:
             return NEED_MORE
-        if _binary(out) or _binary(inp) or out.startswith(_NOT_SHELL) or inp.startswith(b"HTTP/"):
+        if out.startswith(_NOT_SHELL) or inp.startswith(b"HTTP/") or _binary(out) or _binary(inp):
             return NO_MATCH          # a shell session is text, and not an HTTP or SSH exchange
         conf = 1.0 if view.initiator_known else 0.6
         m = _STRONG.search(out)
@@ -143,5 +143,8 @@ def _binary(data: bytes) -> bool:
     if not data:
         return False
     sample = data[:512]
-    bad = sum(1 for c in sample if c < 0x20 and c not in (9, 10, 13, 27, 8, 7))
+    bad = len(sample.translate(None, _TEXT))
     return bad * 10 > len(sample)
+
+
+_TEXT = bytes((7, 8, 9, 10, 13, 27)) + bytes(range(0x20, 0x100))

@@ -67,6 +67,8 @@ _BANNER_RE = re.compile(rb"SSH-(\d+\.\d+)-([\x21-\x2c\x2e-\x7e][\x20-\x7e]*)\Z")
 _HTTP_METHODS = (b"GET ", b"POST ", b"CONNECT ", b"PUT ", b"HEAD ", b"OPTIONS ", b"PATCH ",
                  b"DELETE ")
 
+_PRINTABLE = bytes(range(0x20, 0x7F))
+
 MSG_KEXINIT = 20
 MSG_NEWKEYS = 21
 SERVER_ONLY_KEX = frozenset({31, 33})
@@ -117,8 +119,7 @@ def _parse_banner(data: bytes, allow_pre_lines: bool) -> tuple[str, str, int]:
             return "no", "", 0
         if nl < 0:
             return ("no" if len(rest) > _BANNER_MAX else "need"), "", 0
-        line = rest[:nl]
-        if any(c < 0x20 and c not in (9, 13) or c > 0x7e for c in line):
+        if rest[:nl].translate(None, _PRINTABLE + b"\t\r"):
             return "no", "", 0
         off += nl + 1
         if off > _PRE_BANNER_BYTES:
@@ -138,8 +139,8 @@ def _parse_kexinit(payload: bytes) -> list[str] | None:
         if n > len(payload) - pos:
             return None
         raw = payload[pos:pos + n]
-        if any(c < 0x20 or c > 0x7e for c in raw):
-            return None
+        if raw.translate(None, _PRINTABLE):
+            return None              # name-lists are US-ASCII without controls
         lists.append(raw.decode("ascii"))
         pos += n
     return lists
@@ -287,6 +288,9 @@ def _encrypted_packets(sizes, client: _Side, server: _Side) -> list:
 
 def _nested_kex(pkts: list) -> int | None:
     """Direction (0/1) of the inner SSH client (it sends the key-exchange init) of a nested handshake, or None."""
+    big = {d for _, d, ln in pkts if _KEXINIT_LO <= ln <= _KEXINIT_HI}
+    if len(big) < 2:
+        return None                  # no KEXINIT-sized packet each way: nothing to look for
     n = len(pkts)
     for i in range(n - 1):
         ts0, d0, l0 = pkts[i]
