@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 from collections import Counter
-from typing import IO, Any, Iterable
+from typing import Any, Iterable
 
 
 class ReportError(Exception):

@@ -9,7 +9,6 @@ import pytest
 
 from egress.cli import main
 from egress.commands.report import collect, summarize
-from egress.drivers.pcap import read_capture  # noqa: F401  (the replay below needs the driver)
 from egress.testing.craft import TcpSession, write_pcap
 
 REPO = Path(__file__).resolve().parents[2]
