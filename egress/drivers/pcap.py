@@ -70,8 +70,8 @@ class Capture:
                     self._buf: bytes | mmap.mmap = b""
                 else:
                     self._buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except OSError as exc:
-            raise CaptureError("%s: %s" % (self.name, exc.strerror or exc)) from None
+        except (OSError, ValueError) as exc:     # ValueError: mmap of an odd file (a FIFO...)
+            raise CaptureError("%s: %s" % (self.name, getattr(exc, "strerror", None) or exc)) from None
         if self.size < 4:
             self.close()
             raise CaptureError("%s: not a pcap or pcapng file (too short)" % self.name)
@@ -265,9 +265,9 @@ def open_capture(path) -> Capture:
 
 
 def read_capture(path) -> Iterator[RawPacket]:
-    """Every record of a pcap/pcapng file as a RawPacket, then CaptureError if broken."""
-    cap = Capture(path)
-    return cap.records()
+    """Every record of a pcap/pcapng file as a RawPacket, then CaptureError if broken.
+    Lazy: even an unreadable or non-capture file raises only when iterated."""
+    yield from Capture(path).records()
 
 
 def iter_capture_paths(paths: Iterable) -> list[Path]:
