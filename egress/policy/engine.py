@@ -50,6 +50,9 @@ MEMO_MAX = 262144            # per-flow memos kept (flow ids, least recent dropp
 _NAMELESS_PROTOS = frozenset(("ssh", "dns", "stratum", "ntp", "git", "smtp", "ftp", "rdp", "irc", "websocket"))
 ALLOW_ALL = "version: 1\npolicies:\n  allow-all:\n    mode: enforce\n    rules: []\n    default: allow\n"
 _NO_REASONS: list[str] = []
+# Facts that name a flow: (key, label in reasons, subject to the domain-fronting guard).
+_NAME_FACTS = (("tls.sni", "sni", True), ("quic.sni", "sni", True), ("http.host", "host", True),
+               ("dns.query", "dns query", False))
 _ACTIONS = {"allow": Action.ALLOW, "alert": Action.ALLOW, "drop": Action.DROP, "reject": Action.REJECT}
 
 
@@ -86,7 +89,7 @@ class _FlowView:
         out: list[tuple[str, str]] = []
         dns = self.engine.dns
         start = getattr(self.flow, "start", self.now)
-        for key, source, guarded in (("tls.sni", "sni", True), ("http.host", "host", True), ("dns.query", "dns query", False)):
+        for key, source, guarded in _NAME_FACTS:
             name = normalize_name(facts.get(key))
             if not name or is_ip_literal(name):
                 continue
