@@ -152,10 +152,23 @@ class Capture:
         bo = "<"
         head = struct.Struct("<II")
         epb = struct.Struct("<IIIII")
+        epb7 = struct.Struct("<IIIIIII").unpack_from
         # per interface of the current section: (linktype, units per second, offset seconds, snaplen)
         ifaces: list[tuple[int, int, int, int]] = []
         try:
             while off < size:
+                if off + 28 <= size:
+                    # Fast path: a well-formed Enhanced Packet Block, header read in one call.
+                    btype, blen, ifid, hi, lo, caplen, wirelen = epb7(buf, off)
+                    if (btype == 6 and ifid < len(ifaces) and 32 <= blen
+                            and caplen + 32 <= blen and not blen & 3 and off + blen <= size):
+                        linktype, units, tsoff, _snap = ifaces[ifid]
+                        n += 1
+                        start = off + 28
+                        off = self.offset = off + blen
+                        yield RawPacket(tsoff + ((hi << 32) | lo) / units, buf[start:start + caplen],
+                                        linktype, wirelen if wirelen > caplen else caplen)
+                        continue
                 if off + 12 > size:
                     raise self._error("truncated block header", off)
                 btype, blen = head.unpack_from(buf, off)
@@ -163,6 +176,7 @@ class Capture:
                     bo = self._section_byte_order(off)
                     head = struct.Struct(bo + "II")
                     epb = struct.Struct(bo + "IIIII")
+                    epb7 = struct.Struct(bo + "IIIIIII").unpack_from
                     ifaces = []
                     btype, blen = head.unpack_from(buf, off)
                 if blen < 12 or blen & 3:
