@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from egress.inspect.base import Status, StreamView
-from egress.inspect.tls import QUIC_V1, QUIC_V2, TlsDetector, is_grease, quic_client_keys
+from egress.inspect.tls import HAVE_CRYPTO, QUIC_V1, QUIC_V2, TlsDetector, is_grease, quic_client_keys
 
 try:
     from protocols_pcap import SHARED_PCAPS, assert_consistent_prefixes, python_client_hello, read_flows
@@ -19,6 +19,7 @@ except ImportError:
 
 DET = TlsDetector()
 V4 = b"\x0a\x00\x00\x01"
+needs_crypto = pytest.mark.skipif(not HAVE_CRYPTO, reason="QUIC Initial decryption needs the cryptography package")
 
 
 def tcp_view(c: bytes, s: bytes = b"", closed=False) -> StreamView:
@@ -192,6 +193,7 @@ def protect_initial(frames: bytes, pn: int) -> bytes:
     return bytes([first]) + header[1:pn_off] + protected_pn + payload
 
 
+@needs_crypto
 def test_quic_v1_client_hello_split_over_two_initials_delivered_out_of_order():
     hello = published_hello()
     cut = len(hello) // 2
@@ -213,6 +215,7 @@ def shared_udp(name):
     return [f for f in read_flows(path) if f.proto == 17]
 
 
+@needs_crypto
 def test_quic_v2_capture_sni():
     found = [DET.inspect(f.view()) for f in shared_udp("ndpi__quic-v2.pcapng")]
     assert any(r.app_proto == "quic" and r.facts.get("quic.version") == "v2" and r.facts.get("tls.sni") == "test"
