@@ -306,3 +306,37 @@ def test_agrees_with_scapy(frame):
     else:
         layer = ref[scapy.IPv6].payload
         assert (p.proto, p.icmp_type, p.icmp_code) == (58, layer.type, layer.code)
+
+
+# --- real captures: an independent flow listing -----------------------------------------------
+
+def test_shared_flows_tsv_packet_and_byte_counts(shared_pcaps):
+    """Every TCP flow ../shared/pcaps/FLOWS.tsv lists (computed upstream, not by us) has
+    exactly its packet and byte counts among the packets we decode from its file."""
+    import collections
+    import csv
+
+    from egress.drivers.pcap import read_capture
+    from egress.types import ip_text
+
+    def endpoint(text):
+        host, _, port = text.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    with open(shared_pcaps / "FLOWS.tsv", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert rows
+    by_file = collections.defaultdict(list)
+    for row in rows:
+        by_file[row["file"]].append(row)
+    for name, listed in by_file.items():
+        pkts, nbytes = collections.Counter(), collections.Counter()
+        for raw in read_capture(shared_pcaps / name):
+            p = decode(raw)
+            if p.proto == 6:
+                key = frozenset(((ip_text(p.src), p.sport), (ip_text(p.dst), p.dport)))
+                pkts[key] += 1
+                nbytes[key] += raw.wire_len
+        for row in listed:
+            key = frozenset((endpoint(row["client"]), endpoint(row["server"])))
+            assert (pkts[key], nbytes[key]) == (int(row["pkts"]), int(row["bytes"])), (name, row)
