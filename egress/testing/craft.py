@@ -101,7 +101,11 @@ def ipv6(src, dst, next_header: int, payload: bytes, hop_limit: int = 64, flow_l
 def ipv6_ext(next_header: int, body: bytes = b"", ah: bool = False) -> bytes:
     """One generic extension header (hop-by-hop 0, routing 43, dest options 60, AH 51).
 
-    `body` is padded so the header is a multiple of 8 bytes (AH: of 4)."""
+    `next_header` is the type of what FOLLOWS this header; this header's own type is
+    given by whatever precedes it (ipv6(next_header=...)/tcp(ext_first=...) or the
+    previous extension header). E.g. hop-by-hop then TCP:
+    `tcp(..., ext=ipv6_ext(6), ext_first=0)`. `body` is padded so the header is a
+    multiple of 8 bytes (AH: of 4)."""
     size = 2 + len(body)
     unit = 4 if ah else 8
     if size < 8:
