@@ -200,3 +200,33 @@ def python_client_hello(server_name: str, alpn) -> bytes:
         srv.close()
         t.join(5)
     return bytes(got)
+
+
+def engine_replay(to_server: bytes, to_client: bytes, sizes, client=("10.204.0.2", 40000),
+                  server=("10.204.0.9", 4444)) -> list[dict]:
+    """Replay a recorded conversation as real TCP packets through the engine; its flow events.
+
+    `sizes` gives the order, direction and length of the chunks (as a relay recorded
+    them); timestamps keep their recorded spacing.
+    """
+    from egress.engine import Engine
+    from egress.testing.craft import TcpSession
+    from egress.types import RawPacket
+    streams, at = (to_server, to_client), [0, 0]
+    t0 = sizes[0][0] if sizes else 0.0
+    session = TcpSession(client, server)
+    session.handshake()
+    base = session.t
+    for ts, d, n in sizes:
+        chunk = streams[d][at[d]:at[d] + n]
+        at[d] += n
+        if not chunk:
+            continue
+        session.t = max(session.t, base + (ts - t0))
+        session.send(d == 0, chunk, ack=False)
+    session.close()
+    engine = Engine()
+    for ts, pkt in session.packets:
+        engine.process(RawPacket(ts, pkt, 101))
+    engine.flush()
+    return [e for e in engine.drain_events() if e["event_type"] == "flow"]

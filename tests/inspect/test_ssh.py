@@ -322,3 +322,19 @@ def test_fuzz_mutated_sessions_never_raise(pos, byte, cut, sizes):
     # a non-session is never a reverse tunnel
     if ("ssh", "ssh.session") not in sigs(r):
         assert not r.detections
+
+
+def test_reversed_session_through_the_engine(lab):
+    """The same real bytes as TCP packets through the engine: detections reach the flow event."""
+    try:
+        from protocols_pcap import engine_replay
+    except ImportError:
+        from tests.inspect.protocols_pcap import engine_replay
+    rec = sshlab.reversed_session(lab)
+    [event] = engine_replay(bytes(rec.data[0]), bytes(rec.data[1]), rec.sizes)
+    cats = {(d["category"], d["signature"]) for d in event["detections"]}
+    assert {("ssh", "ssh.session"), ("reverse_tunnel", "ssh.role_reversal")} <= cats
+    assert event["app_proto"] == "ssh"
+    plain = relayed(lab, "root@127.0.0.1", "true")
+    [event] = engine_replay(bytes(plain.data[0]), bytes(plain.data[1]), plain.sizes)
+    assert {d["category"] for d in event["detections"]} == {"ssh"}
