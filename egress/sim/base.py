@@ -466,8 +466,10 @@ class MinerClient:
         self.channel = Channel(reader, writer, self.record, peer, "client" if self.websocket else None)
         reading = asyncio.ensure_future(self._read_loop())
         try:
-            await self.handshake()
-            await self._work_loop(deadline)
+            # A send blocked by a silently dropping firewall must not outlive the duration.
+            await asyncio.wait_for(self._mine(deadline), max(0.1, deadline - loop.time()) + 2.0)
+        except asyncio.TimeoutError:
+            self.error = "stalled: no progress before the deadline"
         except (ConnectionError, ssl.SSLError, OSError) as exc:
             self.error = "connection lost: %s" % exc.__class__.__name__
         finally:
@@ -475,6 +477,10 @@ class MinerClient:
             await self.channel.close()
             self.record.close()
         return self.summary()
+
+    async def _mine(self, deadline: float) -> None:
+        await self.handshake()
+        await self._work_loop(deadline)
 
     def summary(self) -> dict:
         out = self.record.summary()
