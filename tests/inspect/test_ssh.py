@@ -246,9 +246,17 @@ def test_ssh_through_a_reverse_forward_is_seen_as_nested_kex_from_the_server(lab
     finally:
         lab.stop(outer)
     time.sleep(0.2)
-    r = DET.inspect(lab.relay.recordings[-1].view())
+    rec = lab.relay.recordings[-1]
+    r = DET.inspect(rec.view())
     assert ("reverse_tunnel", "ssh.reverse_forward_suspected") in sigs(r)
     assert r.facts["ssh.nested_kex"] == "server"
+    # and through the engine, from packets (its reassembly budget and size list)
+    try:
+        from protocols_pcap import engine_replay
+    except ImportError:
+        from tests.inspect.protocols_pcap import engine_replay
+    [event] = engine_replay(bytes(rec.data[0]), bytes(rec.data[1]), rec.sizes)
+    assert "reverse_tunnel" in {d["category"] for d in event["detections"]}
 
 
 def test_proxy_jump_is_a_nested_kex_from_the_client_not_a_reverse_tunnel(lab):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from egress.inspect.base import Status, StreamView
-from egress.inspect.tls import HAVE_CRYPTO, QUIC_V1, QUIC_V2, TlsDetector, is_grease, quic_client_keys
+from egress.inspect.tls import HAVE_CRYPTO, QUIC_V1, QUIC_V2, TlsDetector, is_grease, ja4, quic_client_keys
 
 try:
     from protocols_pcap import SHARED_PCAPS, assert_consistent_prefixes, python_client_hello, read_flows
@@ -278,3 +278,12 @@ def test_client_hello_through_an_http_connect_proxy():
     assert r.facts["tls.sni"] == "example.test" and r.facts["tls.ja4"] == PUB_JA4
     refused = DET.inspect(tcp_view(req + hello, b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", closed=True))
     assert refused.status is Status.NO_MATCH
+
+
+def test_ja4_alpn_and_empty_lists():
+    base = {"legacy_version": 0x0303, "ciphers": [], "extensions": [], "sni": None, "alpn": [], "groups": [],
+            "point_formats": [], "sig_algs": [], "versions": []}
+    assert ja4(base) == "t12i000000_000000000000_000000000000"
+    assert ja4(dict(base, alpn=["http/1.1"]))[8:10] == "h1"
+    assert ja4(dict(base, alpn=["\x01\xff"]))[8:10] == "0f"      # not alphanumeric: hex of first/last byte
+    assert ja4(dict(base, versions=[0x0A0A, 0x0304, 0x0303]), "q").startswith("q13i")
