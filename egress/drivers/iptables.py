@@ -9,16 +9,23 @@ or EGRESS-OUT (sidecar: jumped to from OUTPUT and INPUT, loopback excepted)::
     3 -m connmark --mark DROP/MASK    -j DROP                    never reach the queue)
     4 -p tcp -m connmark --mark REJECT/MASK -j REJECT --reject-with tcp-reset
     5 -m connmark --mark REJECT/MASK  -j REJECT --reject-with icmp(6)-port-unreachable
-    6 -p tcp -m mark --mark REJECT_ONCE/MASK -j REJECT --reject-with tcp-reset
-    7 -m mark --mark REJECT_ONCE/MASK -j REJECT --reject-with icmp(6)-port-unreachable
-    8 -j NFQUEUE --queue-num N | --queue-balance A:B [--queue-bypass]
+    6 -m mark --mark ALLOW/MASK       -j ACCEPT                 (the verdict mark itself, for
+    7 -m mark --mark DROP/MASK        -j DROP                    untracked packets)
+    8 -p tcp -m mark --mark REJECT*   -j REJECT --reject-with tcp-reset
+    9 -m mark --mark REJECT*          -j REJECT --reject-with icmp(6)-port-unreachable
+   10 -j NFQUEUE --queue-num N | --queue-balance A:B [--queue-bypass]
 
 Why this order: an NF_ACCEPT verdict from the queue resumes at the *next hook*, so a
 rule after the NFQUEUE rule would never see the packet. The daemon therefore gives a
 decided packet its verdict as a mark plus NF_REPEAT: the packet re-enters the chain
 from the top, rule 1 copies the mark into the connmark, and rules 2-5 apply it, to this
 packet and, without queueing, to every later packet of the flow in both directions.
-REJECT_ONCE (not saved) rejects one packet of a flow that is not decided for good.
+Rules 6-9 apply the mark of a repeated packet that has no conntrack entry (IPv6
+neighbour discovery, INVALID packets): measured, without them such a packet loops
+between the queue and the chain. REJECT_ONCE (not saved) rejects one packet of a flow
+that is not decided for good. Marks never cross network namespaces (the kernel scrubs
+them on veth), so a sandbox cannot pre-mark its packets in gateway mode; in sidecar mode
+it would need CAP_NET_ADMIN (SO_MARK), which a sandbox must not have.
 Revocation rewrites the connmark of a live connection (see egress.drivers.enforce).
 
 Guarantees:
@@ -46,6 +53,7 @@ MARK_ALLOW = 0x09000000
 MARK_DROP = 0x0A000000
 MARK_REJECT = 0x0B000000
 MARK_REJECT_ONCE = 0x03000000
+REJECT_BITS = 0x07000000        # under this mask REJECT and REJECT_ONCE both read 0x03000000
 
 FAMILIES = (4, 6)
 
@@ -101,8 +109,12 @@ def chain_rules(spec: RuleSpec, family: int) -> list[str]:
         "-m connmark --mark 0x%x/%s %s -j DROP" % (MARK_DROP, m, _tag()),
         "-p tcp -m connmark --mark 0x%x/%s %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT, m, _tag()),
         "-m connmark --mark 0x%x/%s %s -j REJECT --reject-with %s" % (MARK_REJECT, m, _tag(), unreach),
-        "-p tcp -m mark --mark 0x%x/%s %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT_ONCE, m, _tag()),
-        "-m mark --mark 0x%x/%s %s -j REJECT --reject-with %s" % (MARK_REJECT_ONCE, m, _tag(), unreach),
+        # The verdict mark itself, for packets conntrack does not track (IPv6 neighbour
+        # discovery in a sidecar, INVALID): without these they would be queued again forever.
+        "-m mark --mark 0x%x/%s %s -j ACCEPT" % (MARK_ALLOW, m, _tag()),
+        "-m mark --mark 0x%x/%s %s -j DROP" % (MARK_DROP, m, _tag()),
+        "-p tcp -m mark --mark 0x%x/0x%x %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT_ONCE, REJECT_BITS, _tag()),
+        "-m mark --mark 0x%x/0x%x %s -j REJECT --reject-with %s" % (MARK_REJECT_ONCE, REJECT_BITS, _tag(), unreach),
         "%s %s" % (_tag(), _queue_target(spec)),
     ]
 

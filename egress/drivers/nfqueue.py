@@ -129,6 +129,7 @@ class QueueDriver:
         self.observer = observer            # callable(decision, action, seconds) for metrics/revocation
         self.clock = clock
         self.bindings: list = []
+        self._readers: list[_BoundedReader] = []
         self.counters = {"packets": 0, "exceptions": 0, "verdict_errors": 0, "offloaded": 0,
                          "accept": 0, "drop": 0, "reject": 0}
 
@@ -142,6 +143,7 @@ class QueueDriver:
                 self.bindings.append(nfq)
                 nfq.bind(num, self._on_packet, max_len=self.max_len, mode=COPY_PACKET, range=self.copy_range)
                 set_queue_flags(nfq.get_fd(), num, self.fail_open, self.gso)
+                self._readers.append(_BoundedReader(nfq.get_fd()))
         except BaseException:
             self.close()
             raise
@@ -153,21 +155,26 @@ class QueueDriver:
             except Exception:
                 pass
         self.bindings.clear()
+        for reader in self._readers:
+            reader.close()
+        self._readers.clear()
 
     def fds(self) -> list[int]:
         return [nfq.get_fd() for nfq in self.bindings]
 
-    def poll(self, timeout: float) -> int:
-        """Wait up to `timeout` seconds for packets and handle all that are waiting.
+    def poll(self, timeout: float, batch: int = 512) -> int:
+        """Wait up to `timeout` seconds for packets and handle at most `batch` per queue,
+        so that a flood never keeps the caller from its timers and signals.
         Returns the number of packets handled."""
         before = self.counters["packets"]
         try:
             ready, _, _ = select.select(self.fds(), [], [], timeout)
         except InterruptedError:
             return 0
-        for nfq in self.bindings:
-            if nfq.get_fd() in ready:
-                nfq.run(block=False)
+        for nfq, reader in zip(self.bindings, self._readers):
+            if reader.fd in ready:
+                reader.left = batch
+                nfq.run_socket(reader)
         return self.counters["packets"] - before
 
     # -- the per-packet path ----------------------------------------------------------
@@ -222,6 +229,28 @@ class QueueDriver:
 
 
 _COUNTER = {Action.ALLOW: "accept", Action.DROP: "drop", Action.REJECT: "reject"}
+
+
+class _BoundedReader:
+    """What NetfilterQueue.run_socket() reads from: the binding's netlink socket, made
+    non-blocking, that reports "would block" after `left` messages. run_socket() stops
+    on EAGAIN, so one call handles a bounded batch (run() would loop for as long as a
+    flood lasts)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER, fileno=os.dup(fd))
+        self.sock.setblocking(False)
+        self.left = 0
+
+    def recv(self, size: int) -> bytes:
+        if self.left <= 0:
+            raise BlockingIOError(errno.EAGAIN, "batch done")
+        self.left -= 1
+        return self.sock.recv(size)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def read_queue_stats(path: str = "/proc/net/netfilter/nfnetlink_queue") -> dict[int, dict]:

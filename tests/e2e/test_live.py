@@ -317,3 +317,83 @@ def test_metrics_reachable_from_gateway_only(lab):
         assert outside.returncode != 0 and "egress_" not in outside.stdout
     finally:
         gw.stop()
+
+
+# -- more queues, sidecar mode, reload under load ----------------------------------------------
+
+def queue_table(lab, role: str = "gw") -> dict[int, list[int]]:
+    out = lab.topo.run(role, "cat", "/proc/net/netfilter/nfnetlink_queue").stdout
+    return {int(line.split()[0]): [int(x) for x in line.split()[1:]] for line in out.splitlines() if line.strip()}
+
+
+def test_two_queues_are_bound_and_balanced_flows_pass(lab, rules):
+    start_echo(lab.topo, lab.ext4, 7007)
+    gw = Gateway(lab.topo, lab.workdir, rules=[rules], extra=["--queue", "0-1"], name="twoq")
+    try:
+        assert any("--queue-balance 0:1" in l for l in egress_lines(lab))
+        for i in range(6):
+            assert lab.tcp_exchange(lab.ext4, 7007, b"q%d" % i) == "ok:q%d" % i
+        table = queue_table(lab)
+        assert set(table) == {0, 1}
+        assert sum(row[6] for row in table.values()) > 0          # id_sequence: packets queued
+    finally:
+        assert gw.stop() == 0
+
+
+def test_sidecar_mode_in_the_sandbox_namespace(lab, rules, tmp_path):
+    record = lab.sim_pool("stratum", 3335)
+    start_echo(lab.topo, lab.ext4, 7008)
+    log = open(tmp_path / "sidecar.log", "w")
+    eve = tmp_path / "sidecar.json"
+    proc = lab.topo.popen("sbx", [PY, "-m", "egress.cli", "run", "--mode", "sidecar", "--rules", rules,
+                                  "--eve", str(eve), "--metrics", "off"], stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 20
+        while "egress: ready" not in (tmp_path / "sidecar.log").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "sidecar.log").read_text()
+            time.sleep(0.05)
+        sidecar_rules = lab.topo.run("sbx", "iptables-save").stdout
+        assert "-A OUTPUT ! -o lo -m comment --comment egress -j EGRESS-OUT" in sidecar_rules
+        assert lab.tcp_exchange(lab.ext4, 7008, b"side") == "ok:side"
+        lab.sbx(PY, "-m", "egress.sim.stratum", "client", "--connect", "%s:3335" % lab.ext4, "--duration", "2",
+                timeout=15)
+        assert not [r for r in records(record) if r["dir"] == "in"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert "egress" not in lab.topo.run("sbx", "iptables-save").stdout
+
+
+RELOAD_LOAD_CLIENT = """\
+import socket, sys, time
+ok = bad = 0
+end = time.time() + %r
+while time.time() < end and ok + bad < 3000:
+    try:
+        s = socket.create_connection((%r, %d), timeout=2)
+        s.sendall(b"load"); s.shutdown(socket.SHUT_WR)
+        ok += s.recv(10) == b"load"
+        s.close()
+    except OSError:
+        bad += 1
+print(ok, bad)
+"""
+
+
+def test_reloads_under_load_lose_no_packet(lab, rules):
+    start_echo(lab.topo, lab.ext4, 7009)
+    gw = Gateway(lab.topo, lab.workdir, rules=[rules], name="load")
+    try:
+        client = lab.topo.popen("sbx", [PY, "-c", RELOAD_LOAD_CLIENT % (3.0, lab.ext4, 7009)], stdout=subprocess.PIPE,
+                                text=True)
+        time.sleep(0.3)
+        for i in range(5):
+            gw.hup("egress: reloaded")
+            time.sleep(0.3)
+        ok, bad = map(int, client.stdout.read().split())
+        client.wait(10)
+        assert ok > 100 and bad == 0, (ok, bad)
+        table = queue_table(lab)
+        assert table[0][4] == 0 and table[0][5] == 0          # queue_dropped, user_dropped
+    finally:
+        assert gw.stop() == 0
