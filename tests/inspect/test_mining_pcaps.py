@@ -81,3 +81,34 @@ def test_no_flow_of_a_non_mining_file_is_called_mining(shared_pcaps, manifest):
                 wrong.append("%s %s: %s" % (name, key, sigs))
     assert checked > 50
     assert not wrong, "called mining: %s" % wrong
+
+
+def test_mining_flows_are_found_from_the_middle_of_the_session(shared_pcaps, manifest):
+    """The capture starts late: the SYN, subscribe/login and the first answers are cut away."""
+    from egress.decode import decode
+    _, rows = manifest
+    missed = []
+    for name in ("ndpi__mining.pcapng", "peafowl__stratum.pcap", "peafowl__monero.pcap", "peafowl__ethereum.pcap"):
+        seen: dict = {}
+        engine = Engine()
+        for raw in read_capture(shared_pcaps / name):
+            pkt = decode(raw)
+            if pkt.proto == 6:
+                key = tuple(sorted([(pkt.src, pkt.sport), (pkt.dst, pkt.dport)]))
+                seen[key] = seen.get(key, 0) + 1
+                if seen[key] <= 12:
+                    continue
+            engine.process(raw)
+        engine.flush()
+        found = {}
+        for event in engine.drain_events():
+            if event["event_type"] == "flow":
+                sigs = [d["signature"] for d in event.get("detections", []) if d["category"] == "mining"]
+                found[(event["src_port"], event["dest_port"])] = sigs
+        for row in rows[name]:
+            if row["flow_label_derived"] != "mining" or int(row["pkts"]) < 40:
+                continue
+            cport, sport = endpoint(row["client"])[1], endpoint(row["server"])[1]
+            if not (found.get((cport, sport)) or found.get((sport, cport))):
+                missed.append("%s %s -> %s" % (name, row["client"], row["server"]))
+    assert not missed, "not found mid-session: %s" % missed
