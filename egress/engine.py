@@ -34,6 +34,7 @@ log = logging.getLogger("egress.engine")
 
 NO_POLICY = Verdict(Action.ALLOW, Mode.ENFORCE, "no-policy", ("no policy loaded",))
 _VERDICT_COUNTER = {action: "verdict." + action.value for action in Action}
+FRAGMENT = Verdict(Action.ALLOW, Mode.ENFORCE, "fragment", ("later IP fragment, no ports",))
 UNTRACKED = Verdict(Action.ALLOW, Mode.ENFORCE, "not-ip", ("not an IP packet",))
 
 
@@ -80,6 +81,11 @@ class Engine:
                 counters["decode." + name] += 1
         if pkt.proto < 0:
             return self._undecodable(pkt)
+        if pkt.fragment and pkt.sport == 0 and pkt.dport == 0 and pkt.proto in (6, 17):
+            # A later IP fragment has no ports: it cannot be placed in a flow. Live, the
+            # kernel's conntrack defragments before the queue, so only captures get here.
+            counters["fragments.untracked"] += 1
+            return Decision(Action.ALLOW, FRAGMENT)
         now = pkt.ts
         if now > self._now:
             self._now = now

@@ -1,12 +1,28 @@
 """Cross-flow observers: findings that need more than one flow's bytes (metadata access, scans).
 
 An observer has `on_flow_start(flow, now) -> list[Detection]` (findings attached to
-the new flow before its first verdict) and `on_flow_end(flow, now) -> None`.
+the new flow before its first verdict, so the very first packet can be blocked)
+and `on_flow_end(flow, now) -> None`. Both are bounded and never raise.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from egress.inspect.metadata import metadata_detection
+from egress.inspect.scan import ScanTracker
+from egress.types import Detection
+
+
+class MetadataObserver:
+    """Any contact with a cloud metadata address is known from the first packet."""
+
+    def on_flow_start(self, flow, now: float) -> list[Detection]:
+        detection = metadata_detection(flow)
+        return [detection] if detection is not None else []
+
+    def on_flow_end(self, flow, now: float) -> None:
+        return None
+
 
 def default_observers() -> list[Any]:
-    return []
+    return [MetadataObserver(), ScanTracker()]

@@ -49,8 +49,8 @@ def test_every_format_and_link_type_gives_the_same_flows(tmp_path, captures):
         assert flows == reference, name
 
 
-def test_mixed_traffic_matches_the_baseline(tmp_path, captures):
-    flows = normalized(replay(tmp_path, captures["ether.pcap"]))
+def test_mixed_traffic_matches_the_baseline(tmp_path, captures, repo_root):
+    flows = normalized(replay(tmp_path, "--rules", str(repo_root / "rules" / "default.yaml"), captures["ether.pcap"]))
     baseline = GOLDEN / "mixed.flows.json"
     if os.environ.get("EGRESS_UPDATE_GOLDEN"):
         baseline.write_text(json.dumps(flows, indent=1, sort_keys=True) + "\n")
