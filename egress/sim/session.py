@@ -15,7 +15,8 @@ wire (TLS ciphertext for the TLS variants, WebSocket frames for --ws).
                                     # [(ts, raw IPv4 bytes)] with the session's real timing,
                                     # for egress.types.RawPacket(ts, data, 101) or craft.write_pcap
 
-kinds: "stratum" (variants btc, ethstratum), "xmr" (xmrig, coinhive), "ethproxy".
+kinds: "stratum" (variants btc, ethstratum), "xmr" (xmrig, coinhive), "ethproxy",
+"stratum_v2" (shape only: the sizes of an encrypted session, not its cryptography).
 Everything binds to `host` (default 127.0.0.1) and stops by itself after `duration`.
 """
 from __future__ import annotations
@@ -27,12 +28,14 @@ from typing import Any
 
 from egress.sim.ethproxy import EthProxyClient, EthProxyPool
 from egress.sim.stratum import StratumClient, StratumPool
+from egress.sim.stratum_v2 import StratumV2ShapeClient, StratumV2ShapePool
 from egress.sim.xmr import CryptoNoteClient, CryptoNotePool
 
 KINDS = {
     "stratum": (StratumPool, StratumClient, "btc"),
     "xmr": (CryptoNotePool, CryptoNoteClient, "xmrig"),
     "ethproxy": (EthProxyPool, EthProxyClient, "ethproxy"),
+    "stratum_v2": (StratumV2ShapePool, StratumV2ShapeClient, "shape"),   # sizes only, see its docstring
 }
 
 

@@ -136,3 +136,20 @@ def test_cli_client_reports_a_refused_connection():
                              "--duration", "1"], capture_output=True, text=True, timeout=20)
     assert result.returncode == 1
     assert "connect to 127.0.0.1:1 failed" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_stratum_v2_shape_session():
+    from egress.engine import Engine
+    from egress.sim.session import to_packets
+    from egress.types import RawPacket
+    s = run_session("stratum_v2", duration=0.6, share_interval=0.05, job_interval=0.2, seed=16)
+    assert s.pool_methods[:3] == ["handshake", "SetupConnection", "OpenStandardMiningChannel"]
+    assert "SubmitSharesStandard" in s.pool_methods and "error" not in s.client_summary
+    assert s.chunks[0][1:] == (0, 64) and s.chunks[1][1:] == (1, 234)
+    assert matches(s.to_server, s.to_client) == {}                  # no plaintext to see
+    engine = Engine()
+    for ts, data in to_packets(s, server=("10.203.0.3", 443)):
+        engine.process(RawPacket(ts, data, 101))
+    engine.flush()
+    flows = [e for e in engine.drain_events() if e["event_type"] == "flow"]
+    assert [d["signature"] for d in flows[0]["detections"]] == ["stratum.v2.noise_handshake"]
