@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView
-from egress.inspect.pools import PoolDomains
+from egress.inspect.pools import DEFAULT_PATH, PoolDomains, PoolListError
 from egress.types import Detection
 
 FACT_KEYS = ("tls.sni", "quic.sni", "http.host", "http.connect_target", "dns.query", "dns.queries")
@@ -60,6 +60,20 @@ class PoolDomainDetector:
         if view.closed_to_server and view.closed_to_client:
             return NO_MATCH
         return NEED_MORE
+
+
+def reload_pool_lists(detectors, path=DEFAULT_PATH) -> str | None:
+    """SIGHUP helper: load `path` once and swap it into every PoolDomainDetector among
+    `detectors` (e.g. engine.inspect.detectors). Returns None on success; on a bad file
+    the old lists stay in place and the one-line error is returned."""
+    try:
+        pools = PoolDomains.load(path)
+    except PoolListError as exc:
+        return str(exc)
+    for detector in detectors:
+        if isinstance(detector, PoolDomainDetector):
+            detector.swap(pools)
+    return None
 
 
 def _names(value: Any) -> list[str]:

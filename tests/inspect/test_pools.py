@@ -92,3 +92,18 @@ def test_detector_no_match_and_waiting(pools):
     assert det.inspect(view(b"SSH-2.0-x", facts={}, app_proto="ssh")).status is Status.NO_MATCH
     assert det.inspect(view(b"x" * 5000, facts={})).status is Status.NO_MATCH
     assert det.inspect(view(b"x", facts={}, closed=True)).status is Status.NO_MATCH
+
+
+def test_reload_helper_swaps_every_pool_detector_or_keeps_the_old_list(tmp_path):
+    from egress.inspect.pool_domain import reload_pool_lists
+    from egress.inspect.stratum import StratumDetector
+    path = tmp_path / "pools.txt"
+    path.write_text("first-pool.test\n")
+    dets = [StratumDetector(), PoolDomainDetector(PoolDomains.load(path)), PoolDomainDetector(PoolDomains.load(path))]
+    path.write_text("second-pool.test\n")
+    assert reload_pool_lists(dets, path) is None
+    assert all(d.pools.match("x.second-pool.test") for d in dets[1:])
+    path.write_text("not a domain\n")
+    error = reload_pool_lists(dets, path)
+    assert error is not None and ":1:" in error
+    assert all(d.pools.match("x.second-pool.test") for d in dets[1:])      # the old list stays
