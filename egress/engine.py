@@ -100,6 +100,8 @@ class Engine:
                 flow.add_anomaly(name)
         if flow.inspecting and self.inspect.on_packet(flow, pkt, direction):
             flow.verdict_dirty = True
+            for observer in self.observers:
+                flow.detections.extend(observer.on_facts(flow, now))
             if self.policy is not None and _has_dns_answers(flow):
                 self.policy.observe(flow, now)
         if flow.features is not None and self.classifier.on_packet(flow, pkt, direction):

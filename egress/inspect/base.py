@@ -13,8 +13,9 @@ to an `InspectResult`:
 - it is tri-state: MATCH (done, found), NO_MATCH (done, not this protocol),
   NEED_MORE (call again with more bytes). A detector may return detections and
   facts with NEED_MORE too (for example SSH: banners now, HASSH after KEXINIT);
-  the engine merges them and keeps calling until MATCH/NO_MATCH or until the
-  detector's `max_bytes` budget is exhausted in both directions (then it is done).
+  the engine merges them and keeps calling until MATCH/NO_MATCH, until either
+  direction has shown the detector's `max_bytes` (or the reassembly budget), or
+  until both directions are closed (then it is done).
 """
 from __future__ import annotations
 

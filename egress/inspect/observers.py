@@ -1,8 +1,9 @@
 """Cross-flow observers: findings that need more than one flow's bytes (metadata access, scans).
 
 An observer has `on_flow_start(flow, now) -> list[Detection]` (findings attached to
-the new flow before its first verdict, so the very first packet can be blocked)
-and `on_flow_end(flow, now) -> None`. Both are bounded and never raise.
+the new flow before its first verdict, so the very first packet can be blocked),
+`on_facts(flow, now) -> list[Detection]` (called when detectors taught the flow
+something new) and `on_flow_end(flow, now) -> None`. All are bounded and never raise.
 """
 from __future__ import annotations
 
@@ -20,9 +21,22 @@ class MetadataObserver:
         detection = metadata_detection(flow)
         return [detection] if detection is not None else []
 
+    def on_facts(self, flow, now: float) -> list[Detection]:
+        """A metadata name (an HTTP Host, a DNS question) shows only once facts arrive."""
+        if "metadata" in flow.categories():
+            return []
+        return self.on_flow_start(flow, now)
+
     def on_flow_end(self, flow, now: float) -> None:
         return None
 
 
+class ScanObserver(ScanTracker):
+    """The scan tracker needs nothing from later facts."""
+
+    def on_facts(self, flow, now: float) -> list[Detection]:
+        return []
+
+
 def default_observers() -> list[Any]:
-    return [MetadataObserver(), ScanTracker()]
+    return [MetadataObserver(), ScanObserver()]

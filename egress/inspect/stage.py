@@ -10,7 +10,9 @@ Guarantees:
   costs memory only while it can still change something.
 - Detections are merged without duplicates (by category + signature), facts are
   merged (first value wins, so a later packet cannot overwrite what the policy
-  already judged), and `app_proto` is set by the first detector that names one.
+  already judged; list facts such as DNS answers grow instead, up to
+  MAX_LIST_FACT items, because a resolver socket carries several answers), and
+  `app_proto` is set by the first detector that names one.
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from egress.flow.flow import Flow
 from egress.flow.reassembly import Reassembler
 from egress.inspect.base import Detector, InspectResult, Status, StreamView
 from egress.types import FIN, PROTO_TCP, RST, SYN, TO_SERVER, Packet
+
+
+MAX_LIST_FACT = 64
 
 
 class InspectStage:
@@ -127,9 +132,15 @@ class InspectStage:
             flow.app_proto = result.app_proto
             changed = True
         for name, value in result.facts.items():
-            if name not in flow.facts:
+            old = flow.facts.get(name)
+            if old is None:
                 flow.facts[name] = value
                 changed = True
+            elif isinstance(old, list) and isinstance(value, list):
+                fresh = [v for v in value if v not in old][:MAX_LIST_FACT - len(old)]
+                if fresh:
+                    flow.facts[name] = old + fresh
+                    changed = True
         known = {(d.category, d.signature) for d in flow.detections}
         for detection in result.detections:
             if (detection.category, detection.signature) not in known:
