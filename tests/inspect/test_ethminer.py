@@ -6,7 +6,7 @@ import pytest
 from egress.inspect.base import Status
 from egress.inspect.ethminer import EthMinerDetector, classify
 from tests.inspect import mining_samples as ms
-from tests.inspect.mining_helpers import C, S, grow, one_shot, signature, view
+from tests.inspect.mining_helpers import S, grow, one_shot, signature, view
 
 DET = EthMinerDetector()
 
