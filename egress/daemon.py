@@ -51,7 +51,8 @@ class DaemonConfig:
     mode: str = "gateway"
     fail_open: bool = False                   # queue full -> accept (else drop)
     bypass: bool = False                      # no daemon bound -> accept (else drop)
-    gso: bool = True
+    gso: bool = False                         # see egress.drivers.nfqueue: complete packets for the engine
+    fast_path: bool = True                    # False: queue every packet (benchmarks, debugging)
     copy_range: int = 1500
     queue_maxlen: int = 4096
     exception_action: str = "drop"
@@ -140,7 +141,8 @@ class Daemon:
                 metrics_port = port      # reachable beyond loopback: keep the sandbox side out
         self.driver = QueueDriver(self.engine, cfg.queues, copy_range=cfg.copy_range, max_len=cfg.queue_maxlen,
                                   fail_open=cfg.fail_open, gso=cfg.gso, exception_action=cfg.exception_action,
-                                  observer=self.metrics.observe if self.metrics else None)
+                                  observer=self.metrics.observe if self.metrics else None,
+                                  fast_path=cfg.fast_path)
         self.driver.open()
         if cfg.install_rules:
             self.spec = RuleSpec(mode=cfg.mode, queues=cfg.queues, bypass=cfg.bypass,

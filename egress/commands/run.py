@@ -50,7 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="drop in both cases (default)")
     p.add_argument("--on-error", choices=("drop", "allow"), default="drop",
                    help="what an internal error does to the packet's flow (default drop)")
-    p.add_argument("--no-gso", action="store_true", help="let the kernel segment GSO packets before queueing")
+    p.add_argument("--gso", action="store_true",
+                   help="queue GSO super-packets unsegmented (cheaper, but the engine sees only their first "
+                        "--copy-range bytes; default: the kernel segments them)")
+    p.add_argument("--no-fast-path", action="store_true",
+                   help="never hand decided flows to the kernel (connmark): queue every packet (benchmarks)")
     p.add_argument("--copy-range", type=int, default=1500, help="bytes of each packet copied to us (<= 1500)")
     p.add_argument("--queue-maxlen", type=int, default=4096, help="kernel queue length")
     p.add_argument("--no-rules", action="store_true", help="do not install iptables rules (they exist already)")
@@ -63,9 +67,9 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         queues=tuple(args.queue), rules=list(args.rules), model=args.model, sandbox_map=args.sandbox_map,
         eve=args.eve, metrics=None if args.metrics in ("off", "none", "") else args.metrics,
         sandbox_iface=args.sandbox_iface, sandbox_nets=tuple(args.sandbox_net), mode=args.mode,
-        fail_open=args.fail_open, bypass=args.fail_open, gso=not args.no_gso, copy_range=args.copy_range,
+        fail_open=args.fail_open, bypass=args.fail_open, gso=args.gso, copy_range=args.copy_range,
         queue_maxlen=args.queue_maxlen, exception_action=args.on_error, install_rules=not args.no_rules,
-        signatures=not args.no_signatures)
+        signatures=not args.no_signatures, fast_path=not args.no_fast_path)
 
 
 def run(args: argparse.Namespace) -> int:

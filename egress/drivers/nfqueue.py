@@ -26,6 +26,13 @@ Guarantees:
 - the fail-open and GSO queue flags are set with a raw nfnetlink NFQNL_MSG_CONFIG
   message on the binding's socket, which NetfilterQueue does not expose.
 
+GSO is off by default, deliberately: with it the kernel queues 64 KB super-packets that
+the copy range cuts to 1500 bytes, so the engine sees streams full of holes, detectors
+wait forever for bytes that never come, and flows never reach the fast path (measured:
+bulk TCP at 38 % of the baseline). Without it the kernel segments first, every queued
+packet is complete (MTU <= copy range), flows are decided after a handful of packets and
+bulk TCP runs at the baseline's speed. `--gso` trades that for cheaper queueing.
+
 Several queues: every binding is served by the same thread from one select() loop and
 shares one engine. Threads would not add throughput (the GIL serialises the Python
 callback), and `--queue-balance` hashes each flow symmetrically on its addresses, so
@@ -115,8 +122,8 @@ class QueueDriver:
     """Binds queues, feeds the engine, gives verdicts. Single-threaded; see module doc."""
 
     def __init__(self, engine, queues=(0,), *, copy_range: int = MAX_COPY_RANGE, max_len: int = 4096,
-                 fail_open: bool = False, gso: bool = True, exception_action: str = "drop",
-                 observer=None, clock=time.time):
+                 fail_open: bool = False, gso: bool = False, exception_action: str = "drop",
+                 observer=None, clock=time.time, fast_path: bool = True):
         if exception_action not in ("drop", "allow"):
             raise ValueError("exception_action must be drop or allow")
         self.engine = engine
@@ -127,6 +134,7 @@ class QueueDriver:
         self.gso = gso
         self.exception_action = Action.DROP if exception_action == "drop" else Action.ALLOW
         self.observer = observer            # callable(decision, action, seconds) for metrics/revocation
+        self.fast_path = fast_path          # False: never connmark a flow (every packet is queued)
         self.clock = clock
         self.bindings: list = []
         self._readers: list[_BoundedReader] = []
@@ -211,7 +219,7 @@ class QueueDriver:
                 self.counters["exceptions"] += 1
 
     def _verdict(self, pkt, decision, action: Action) -> None:
-        if decision is not None and decision.offload:
+        if decision is not None and decision.offload and self.fast_path:
             self.counters["offloaded"] += 1
             self.counters[_COUNTER[action]] += 1
             pkt.set_mark((pkt.get_mark() & ~MARK_MASK) | _OFFLOAD_MARKS[action])

@@ -1,0 +1,290 @@
+"""Live gateway benchmark: sbx -> gw (egress run) -> ext in throw-away namespaces.
+
+    python bench/bench_live.py [--seconds 3] [--append BENCHMARKS.md]
+
+Every measurement runs against a baseline through the same namespaces without egress,
+in the same run:
+
+- bulk TCP throughput (one connection, sbx -> ext): baseline / egress (fast path on) /
+  egress with every packet queued (--no-fast-path);
+- latency: TCP ping-pong of 1-byte messages on one connection; egress with every packet
+  queued, so each round trip crosses the queue twice: added latency per queued packet =
+  (RTT - baseline RTT) / 2, p50 and p99;
+- new connections per second (connect, 1-byte request, echo, close; 2 client processes),
+  every connection fully inspected by egress until it is decided;
+- verdicts per second on the queue path (packets egress answered / second, from the
+  kernel's queue counters) during the all-queued bulk run;
+- small-packet flood: UDP datagrams of 16 bytes, each to a new port (a new flow each), for
+  `--seconds`: what was sent, what arrived in ext, what the kernel dropped at the queue
+  (queue full / netlink buffer full), what egress answered; fail-closed and fail-open.
+
+Bounded: every load loop stops after `--seconds` and a packet/connection cap. Traffic only
+ever flows between the benchmark's own namespaces (10.205.0.0/16).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from egress.drivers.netns import Topology  # noqa: E402
+
+PY = sys.executable
+
+SERVER = r"""
+import socket, sys, time, threading
+mode, host, port, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port)); s.listen(512); s.settimeout(0.2)
+print("ready", flush=True)
+end = time.time() + seconds
+while time.time() < end:
+    try:
+        c, _ = s.accept()
+    except socket.timeout:
+        continue
+    if mode == "sink":
+        def sink(c):
+            while c.recv(1 << 20):
+                pass
+            c.close()
+        threading.Thread(target=sink, args=(c,), daemon=True).start()
+    elif mode == "pingpong":
+        def pp(c):
+            while True:
+                d = c.recv(64)
+                if not d:
+                    break
+                c.sendall(d)
+            c.close()
+        threading.Thread(target=pp, args=(c,), daemon=True).start()
+    else:  # conn: one request, one answer, close
+        try:
+            c.settimeout(1); d = c.recv(64); c.sendall(d)
+        except OSError:
+            pass
+        c.close()
+"""
+
+BULK = r"""
+import socket, sys, time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.create_connection((host, port), timeout=5)
+buf = b"\0" * (1 << 20); n = 0; t = time.time()
+while time.time() - t < seconds:
+    s.sendall(buf); n += len(buf)
+el = time.time() - t; s.close()
+print(n * 8 / el / 1e9)
+"""
+
+PINGPONG = r"""
+import socket, sys, time
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.create_connection((host, port), timeout=5)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+rtts = []
+for i in range(count):
+    t = time.perf_counter(); s.sendall(b"x"); s.recv(1); rtts.append((time.perf_counter() - t) * 1e6)
+s.close()
+rtts = sorted(rtts[50:])
+print(rtts[len(rtts) // 2], rtts[int(len(rtts) * 0.99)])
+"""
+
+CONNS = r"""
+import socket, sys, time
+host, port, seconds, cap = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+ok = bad = 0; t = time.time()
+while time.time() - t < seconds and ok + bad < cap:
+    try:
+        s = socket.create_connection((host, port), timeout=2); s.sendall(b"x")
+        ok += s.recv(1) == b"x"; s.close()
+    except OSError:
+        bad += 1
+print(ok, bad, time.time() - t)
+"""
+
+FLOOD = r"""
+import socket, sys, time
+host, seconds, cap = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setblocking(False)
+n = 0; t = time.time(); payload = b"f" * 16
+while time.time() - t < seconds and n < cap:
+    try:
+        s.sendto(payload, (host, 1024 + n % 60000)); n += 1
+    except BlockingIOError:
+        time.sleep(0.0005)
+print(n)
+"""
+
+
+class Bench:
+    def __init__(self, topo: Topology, seconds: float, workdir: Path):
+        self.topo, self.seconds, self.work = topo, seconds, workdir
+        self.ext = topo.addr.ext4
+        self.gw = None
+        self.port = 20000
+
+    def server(self, mode: str) -> int:
+        self.port += 1
+        p = self.topo.popen("ext", [PY, "-c", SERVER, mode, self.ext, str(self.port), "600"], stdout=subprocess.PIPE,
+                            text=True)
+        assert p.stdout.readline().strip() == "ready"
+        return self.port
+
+    def sbx(self, code: str, *args) -> str:
+        return self.topo.run("sbx", PY, "-c", code, *map(str, args), timeout=self.seconds * 4 + 30).stdout.strip()
+
+    def start_egress(self, *extra: str) -> None:
+        log = open(self.work / "egress.log", "a")
+        self.gw = self.topo.popen("gw", [PY, "-m", "egress.cli", "run", "--sandbox-iface", self.topo.sbx_iface,
+                                         "--metrics", "off", *extra], stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + 20
+        while "egress: ready" not in (self.work / "egress.log").read_text().split("egress: stopped")[-1]:
+            if time.monotonic() > deadline or self.gw.poll() is not None:
+                raise RuntimeError((self.work / "egress.log").read_text()[-500:])
+            time.sleep(0.05)
+
+    def stop_egress(self) -> None:
+        if self.gw is not None:
+            self.gw.send_signal(signal.SIGTERM)
+            self.gw.wait(20)
+            self.gw = None
+
+    def queue_stats(self) -> dict:
+        out = self.topo.run("gw", "cat", "/proc/net/netfilter/nfnetlink_queue", check=False).stdout.split()
+        if len(out) < 8:
+            return {"dropped": 0, "user_dropped": 0, "seq": 0}
+        return {"dropped": int(out[5]), "user_dropped": int(out[6]), "seq": int(out[7])}
+
+    # -- measurements ----------------------------------------------------------------------
+
+    def bulk(self) -> float:
+        return float(self.sbx(BULK, self.ext, self.server("sink"), self.seconds))
+
+    def bulk_with_rate(self) -> tuple[float, float]:
+        before = self.queue_stats()["seq"]
+        t = time.time()
+        gbit = self.bulk()
+        rate = (self.queue_stats()["seq"] - before) / (time.time() - t)
+        return gbit, rate
+
+    def pingpong(self, count: int = 3000) -> tuple[float, float]:
+        p50, p99 = self.sbx(PINGPONG, self.ext, self.server("pingpong"), count).split()
+        return float(p50), float(p99)
+
+    def conns(self) -> float:
+        port = self.server("conn")
+        procs = [self.topo.popen("sbx", [PY, "-c", CONNS, self.ext, str(port), str(self.seconds), "50000"],
+                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        total_ok = total_bad = 0
+        elapsed = 0.0
+        for p in procs:
+            ok, bad, el = p.stdout.read().split()
+            p.wait(30)
+            total_ok, total_bad, elapsed = total_ok + int(ok), total_bad + int(bad), max(elapsed, float(el))
+        return total_ok / elapsed, total_bad
+
+    def flood(self) -> dict:
+        self.topo.run("ext", "iptables", "-w", "-F", "INPUT")
+        self.topo.run("ext", "iptables", "-w", "-A", "INPUT", "-p", "udp")
+        before = self.queue_stats()
+        sent = int(self.sbx(FLOOD, self.ext, self.seconds, 2_000_000))
+        time.sleep(0.5)
+        after = self.queue_stats()
+        out = self.topo.run("ext", "iptables", "-w", "-L", "INPUT", "-v", "-x", "-n").stdout.splitlines()
+        arrived = int(out[2].split()[0])
+        return {"sent": sent, "arrived": arrived, "queue_full": after["dropped"] - before["dropped"],
+                "netlink_full": after["user_dropped"] - before["user_dropped"], "answered": after["seq"] - before["seq"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--append", metavar="FILE", help="append the results as a markdown section")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench_live: needs root (network namespaces, NFQUEUE)", file=sys.stderr)
+        return 2
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp, Topology() as topo:
+        work = Path(tmp)
+        b = Bench(topo, args.seconds, work)
+        print("baseline (no egress) ...", file=sys.stderr)
+        results["bulk_base"] = b.bulk()
+        results["rtt_base"] = b.pingpong()
+        results["conns_base"] = b.conns()
+        results["flood_base"] = b.flood()
+        print("egress, fast path ...", file=sys.stderr)
+        b.start_egress()
+        results["bulk_fast"] = b.bulk()
+        results["conns_egress"] = b.conns()
+        results["flood_closed"] = b.flood()
+        b.stop_egress()
+        print("egress, every packet queued ...", file=sys.stderr)
+        b.start_egress("--no-fast-path")
+        results["bulk_queued"], results["verdicts_per_s"] = b.bulk_with_rate()
+        results["rtt_queued"] = b.pingpong()
+        b.stop_egress()
+        b.start_egress("--fail-open")
+        results["flood_open"] = b.flood()
+        b.stop_egress()
+    text = report(results, args)
+    print(text)
+    if args.append:
+        with open(args.append, "a") as f:
+            f.write("\n" + text)
+    return 0
+
+
+def report(r: dict, args) -> str:
+    (b50, b99), (q50, q99) = r["rtt_base"], r["rtt_queued"]
+    cb, cb_bad = r["conns_base"]
+    ce, ce_bad = r["conns_egress"]
+    lines = [
+        "## Live gateway (NFQUEUE)",
+        "",
+        "Command (root; namespaces sbx -> gw -> ext on veth, 10.205.0.0/16; %g s per measurement):" % args.seconds,
+        "",
+        "    python bench/bench_live.py --seconds %g --append BENCHMARKS.md" % args.seconds,
+        "",
+        "Machine: %d vCPU (%s), kernel %s, Python %s; clients, servers and egress share the CPUs. "
+        "Run on %s. Baselines are the same traffic through the same namespaces without egress, "
+        "in the same run." % (os.cpu_count(), platform.processor() or platform.machine(), platform.release(),
+                              platform.python_version(), datetime.date.today().isoformat()),
+        "",
+        "| measurement | baseline | egress | ratio / added |",
+        "|---|---:|---:|---:|",
+        "| bulk TCP, Gbit/s (fast path) | %.2f | %.2f | %.0f %% |" % (
+            r["bulk_base"], r["bulk_fast"], 100 * r["bulk_fast"] / r["bulk_base"]),
+        "| bulk TCP, Gbit/s (every packet queued) | %.2f | %.2f | %.0f %% |" % (
+            r["bulk_base"], r["bulk_queued"], 100 * r["bulk_queued"] / r["bulk_base"]),
+        "| verdicts/s on the queue path (all-queued bulk) | - | %.0f | - |" % r["verdicts_per_s"],
+        "| TCP ping-pong RTT p50, us (all queued) | %.1f | %.1f | +%.1f per queued packet |" % (b50, q50, (q50 - b50) / 2),
+        "| TCP ping-pong RTT p99, us (all queued) | %.1f | %.1f | +%.1f per queued packet |" % (b99, q99, (q99 - b99) / 2),
+        "| new connections/s, fully inspected (2 clients) | %.0f | %.0f | %.0f %% (failed: %d / %d) |" % (
+            cb, ce, 100 * ce / cb, cb_bad, ce_bad),
+    ]
+    lines += ["", "Small-packet flood (16-byte UDP datagrams, each to a new port = a new flow, %g s):" % args.seconds, "",
+              "| run | sent | arrived in ext | dropped: queue full | dropped: netlink buffer | answered by egress |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for name, key in (("baseline", "flood_base"), ("egress, fail-closed", "flood_closed"),
+                      ("egress, fail-open", "flood_open")):
+        f = r[key]
+        lines.append("| %s | %d | %d | %d | %d | %d |" % (name, f["sent"], f["arrived"], f["queue_full"],
+                                                           f["netlink_full"], f["answered"]))
+    lines += ["", "Raw: `%s`" % json.dumps(r), ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
