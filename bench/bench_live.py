@@ -145,14 +145,25 @@ class Bench:
         return self.topo.run("sbx", PY, "-c", code, *map(str, args), timeout=self.seconds * 4 + 30).stdout.strip()
 
     def start_egress(self, *extra: str) -> None:
+        """The daemon without its rules: rules() switches them on and off between rounds,
+        so baseline and egress rounds alternate under the same machine load."""
         log = open(self.work / "egress.log", "a")
         self.gw = self.topo.popen("gw", [PY, "-m", "egress.cli", "run", "--sandbox-iface", self.topo.sbx_iface,
-                                         "--metrics", "off", *extra], stdout=subprocess.DEVNULL, stderr=log)
+                                         "--metrics", "off", "--no-rules", *extra], stdout=subprocess.DEVNULL,
+                                  stderr=log)
         deadline = time.monotonic() + 20
         while "egress: ready" not in (self.work / "egress.log").read_text().split("egress: stopped")[-1]:
             if time.monotonic() > deadline or self.gw.poll() is not None:
                 raise RuntimeError((self.work / "egress.log").read_text()[-500:])
             time.sleep(0.05)
+
+    def rules(self, on: bool, fail_open: bool = False) -> None:
+        from egress.drivers.iptables import Iptables, RuleSpec
+        ipt = Iptables(self.topo.ns["gw"])
+        if on:
+            ipt.install(RuleSpec(sandbox_iface=self.topo.sbx_iface, bypass=fail_open))
+        else:
+            ipt.remove()
 
     def stop_egress(self) -> None:
         if self.gw is not None:
@@ -210,33 +221,47 @@ class Bench:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating baseline/egress rounds (median reported)")
     ap.add_argument("--append", metavar="FILE", help="append the results as a markdown section")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_live: needs root (network namespaces, NFQUEUE)", file=sys.stderr)
         return 2
     results: dict = {}
+    med = lambda xs: sorted(xs)[len(xs) // 2]
     with tempfile.TemporaryDirectory() as tmp, Topology() as topo:
         work = Path(tmp)
         b = Bench(topo, args.seconds, work)
-        print("baseline (no egress) ...", file=sys.stderr)
-        results["bulk_base"] = b.bulk()
-        results["rtt_base"] = b.pingpong()
-        results["conns_base"] = b.conns()
-        results["flood_base"] = b.flood()
-        print("egress, fast path ...", file=sys.stderr)
+        print("egress (fast path) against the baseline, alternating ...", file=sys.stderr)
         b.start_egress()
-        results["bulk_fast"] = b.bulk()
-        results["conns_egress"] = b.conns()
-        results["flood_closed"] = b.flood()
+        base, fast = [], []
+        for _ in range(args.rounds):
+            b.rules(False); base.append(b.bulk())
+            b.rules(True); fast.append(b.bulk())
+        results["bulk_base"], results["bulk_fast"] = med(base), med(fast)
+        results["bulk_rounds"] = {"baseline": base, "egress": fast}
+        b.rules(False); results["conns_base"] = b.conns()
+        b.rules(True); results["conns_egress"] = b.conns()
+        b.rules(False); results["flood_base"] = b.flood()
+        b.rules(True); results["flood_closed"] = b.flood()
+        b.rules(False)
         b.stop_egress()
         print("egress, every packet queued ...", file=sys.stderr)
         b.start_egress("--no-fast-path")
+        b.rules(True)
         results["bulk_queued"], results["verdicts_per_s"] = b.bulk_with_rate()
-        results["rtt_queued"] = b.pingpong()
+        rtt_base, rtt_q = [], []
+        for _ in range(args.rounds):
+            b.rules(False); rtt_base.append(b.pingpong())
+            b.rules(True); rtt_q.append(b.pingpong())
+        results["rtt_base"] = [med([r[0] for r in rtt_base]), med([r[1] for r in rtt_base])]
+        results["rtt_queued"] = [med([r[0] for r in rtt_q]), med([r[1] for r in rtt_q])]
+        b.rules(False)
         b.stop_egress()
         b.start_egress("--fail-open")
+        b.rules(True, fail_open=True)
         results["flood_open"] = b.flood()
+        b.rules(False)
         b.stop_egress()
     text = report(results, args)
     print(text)
@@ -255,22 +280,23 @@ def report(r: dict, args) -> str:
         "",
         "Command (root; namespaces sbx -> gw -> ext on veth, 10.205.0.0/16; %g s per measurement):" % args.seconds,
         "",
-        "    python bench/bench_live.py --seconds %g --append BENCHMARKS.md" % args.seconds,
+        "    python bench/bench_live.py --seconds %g --rounds %d --append BENCHMARKS.md" % (args.seconds, args.rounds),
         "",
         "Machine: %d vCPU (%s), kernel %s, Python %s; clients, servers and egress share the CPUs. "
         "Run on %s. Baselines are the same traffic through the same namespaces without egress, "
-        "in the same run." % (os.cpu_count(), platform.processor() or platform.machine(), platform.release(),
+        "in the same run: the daemon stays up and its rules are switched off and on between "
+        "alternating rounds." % (os.cpu_count(), platform.processor() or platform.machine(), platform.release(),
                               platform.python_version(), datetime.date.today().isoformat()),
         "",
         "| measurement | baseline | egress | ratio / added |",
         "|---|---:|---:|---:|",
-        "| bulk TCP, Gbit/s (fast path) | %.2f | %.2f | %.0f %% |" % (
+        "| bulk TCP, Gbit/s (fast path; median of %d alternating rounds) | %.2f | %.2f | %.0f %% |" % (args.rounds,
             r["bulk_base"], r["bulk_fast"], 100 * r["bulk_fast"] / r["bulk_base"]),
         "| bulk TCP, Gbit/s (every packet queued) | %.2f | %.2f | %.0f %% |" % (
             r["bulk_base"], r["bulk_queued"], 100 * r["bulk_queued"] / r["bulk_base"]),
         "| verdicts/s on the queue path (all-queued bulk) | - | %.0f | - |" % r["verdicts_per_s"],
-        "| TCP ping-pong RTT p50, us (all queued) | %.1f | %.1f | +%.1f per queued packet |" % (b50, q50, (q50 - b50) / 2),
-        "| TCP ping-pong RTT p99, us (all queued) | %.1f | %.1f | +%.1f per queued packet |" % (b99, q99, (q99 - b99) / 2),
+        "| TCP ping-pong RTT p50, us (all queued; median of rounds) | %.1f | %.1f | +%.1f per queued packet |" % (b50, q50, (q50 - b50) / 2),
+        "| TCP ping-pong RTT p99, us (all queued; median of rounds) | %.1f | %.1f | +%.1f per queued packet |" % (b99, q99, (q99 - b99) / 2),
         "| new connections/s, fully inspected (2 clients) | %.0f | %.0f | %.0f %% (failed: %d / %d) |" % (
             cb, ce, 100 * ce / cb, cb_bad, ce_bad),
     ]
