@@ -48,7 +48,15 @@ def flow_id(r: Row) -> tuple:
     return (r.source, r.file, r.flow)
 
 
-def fit(rows: list[Row], classes: list[str], seed: int, rounds: int = DEFAULT_ROUNDS, params=None):
+def excluded_columns(patterns) -> list[int]:
+    import fnmatch
+    return [i for i, n in enumerate(FEATURE_NAMES) if any(fnmatch.fnmatch(n, p) for p in patterns or ())]
+
+
+def fit(rows: list[Row], classes: list[str], seed: int, rounds: int = DEFAULT_ROUNDS, params=None,
+        exclude=()):
+    """`exclude`: feature name globs held constant (zero) in training, so no tree splits on
+    them; serving still computes them, the model just never reads them."""
     import xgboost
 
     index = {c: i for i, c in enumerate(classes)}
@@ -58,6 +66,9 @@ def fit(rows: list[Row], classes: list[str], seed: int, rounds: int = DEFAULT_RO
     w = np.array([1.0 / per_flow[flow_id(r)] / flows_per_class[r.label] for r in rows], dtype=np.float32)
     w *= len(per_flow) / max(float(w.sum()), 1e-9)
     X = np.vstack([matrix(rows, True), matrix(rows, False)])
+    cols = excluded_columns(exclude)
+    if cols:
+        X[:, cols] = 0.0
     y = np.array([index[r.label] for r in rows] * 2, dtype=np.float32)
     p = dict(DEFAULT_PARAMS, **(params or {}))
     p.update({"num_class": len(classes), "seed": seed})

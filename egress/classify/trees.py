@@ -97,6 +97,8 @@ class TreeEnsemble:
     def margin(self, x) -> np.ndarray:
         """Raw scores per class for one row."""
         x = np.asarray(x, dtype=np.float32)
+        if x.shape != (self.n_features,):
+            raise ValueError("the model expects %d features, got %s" % (self.n_features, x.shape[0] if x.ndim else 0))
         g = self._roots
         left, feature, threshold = self._left, self._feature, self._threshold
         if np.isnan(x).any():

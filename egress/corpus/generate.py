@@ -257,19 +257,23 @@ def dns(r: Run) -> None:
                   "--seed", r.rng.randrange(1 << 30)]), r.duration + 10)
 
 
-def mining(module: str, variant: str, tls: bool, ws: bool) -> Callable[[Run], None]:
+def mining(module: str, variant: str, tls: bool, ws: bool, rare: bool = False) -> Callable[[Run], None]:
+    """Pool outside, 1-3 miners in the sandbox. `rare`: a slow miner that seldom finds a
+    share, so the flow is mostly the pool pushing jobs."""
+    prog = module if "." in module else "egress.sim." + module
+
     def scenario(r: Run) -> None:
         rng = r.rng
-        job = rng.choice([0.3, 0.7, 1.5, 3.0, 5.0])
+        job = rng.choice([0.3, 0.7, 1.5, 3.0, 5.0]) if not rare else rng.choice([0.3, 0.7, 1.5])
         flags = (["--tls"] if tls else []) + (["--ws"] if ws else [])
-        pool = r.ext([PY, "-m", "egress.sim." + module, "pool", "--listen", "%s:%d" % (r.ip, r.port),
+        pool = r.ext([PY, "-m", prog, "pool", "--listen", "%s:%d" % (r.ip, r.port),
                       "--duration", r.duration + 10, "--job-interval", job, "--variant", variant,
                       "--seed", rng.randrange(1 << 30)] + flags, stdout=subprocess.PIPE)
         r.wait_line(pool, "listening")
         miners = []
         for _ in range(rng.choice([1, 1, 2, 3])):
-            share = rng.choice([0.3, 0.6, 1.0, 2.0, 4.0])
-            miners.append(r.sbx([PY, "-m", "egress.sim." + module, "client", "--connect", "%s:%d" % (r.ip, r.port),
+            share = rng.choice([0.3, 0.6, 1.0, 2.0, 4.0]) if not rare else rng.choice([5.0, 8.0, 15.0])
+            miners.append(r.sbx([PY, "-m", prog, "client", "--connect", "%s:%d" % (r.ip, r.port),
                                  "--duration", r.duration * rng.uniform(0.6, 1.0), "--share-interval", share,
                                  "--jitter", rng.choice([0.05, 0.2, 0.5]), "--variant", variant,
                                  "--periodic-interval", rng.choice([2.0, 5.0, 10.0]),
@@ -415,6 +419,13 @@ def scenarios() -> list[tuple[str, str, Callable[[Run], None], int]]:
                     continue          # WebSocket mining is the browser-miner (coinhive-like) shape
                 name = "mining/%s-%s/%s%s" % (module, variant, "tls" if tls else "plain", "-ws" if ws else "")
                 out.append((name, "mining", mining(module, variant, tls, ws), 2))
+    for tls in (False, True):
+        t = "tls" if tls else "plain"
+        out.append(("mining/stratum-zcash/" + t, "mining", mining("egress.corpus.zcash", "zcash", tls, False), 2))
+        for module, variant in (("stratum", "btc"), ("xmr", "xmrig"), ("ethproxy", "ethproxy"),
+                                ("egress.corpus.zcash", "zcash")):
+            name = "mining/%s-%s/%s-rare" % (module.rsplit(".", 1)[-1], variant, t)
+            out.append((name, "mining", mining(module, variant, tls, False, rare=True), 1))
     for inner in ("http", "interactive", "scp"):
         out.append(("reverse_tunnel/ssh-R/" + inner, "reverse_tunnel", reverse_tunnel(inner), 3))
     for inner in ("interactive", "bulk"):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 from egress.features.schema import (APP_ALIASES, APP_GROUPS, BIG_BURST, DETECTION_CATEGORIES, FIRST_N,
-                                    LATE_BURST_INDEX, N_FEATURES, SMALL_MESSAGE)
+                                    LATE_BURST_INDEX, N_FEATURES, REPEAT_TOLERANCE, SMALL_MESSAGE)
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
 
@@ -51,7 +51,7 @@ class Accumulator:
         # closed bursts
         "k", "bn", "bsum", "bsq", "bmax", "bl", "bi_n", "bi_s", "bi_q",
         "pd", "pe", "pbb", "push", "idle_init", "idle_n", "idle_s", "idle_max",
-        "alt", "ex_n", "ex_req", "ex_resp", "ex_small", "ex_lat", "late_n", "late_big",
+        "alt", "ex_n", "ex_req", "ex_resp", "ex_small", "ex_lat", "late_n", "late_big", "lb", "rep",
         # scratch for the classifier (next scoring time); not a feature
         "due",
     )
@@ -107,6 +107,8 @@ class Accumulator:
         self.ex_lat = 0.0
         self.late_n = 0
         self.late_big = [0, 0]
+        self.lb = [0, 0]         # size of the previous burst each way
+        self.rep = [0, 0]        # bursts that repeat the previous one's size (fixed-size messages)
         self.due = 0.0
 
     # -- per packet ---------------------------------------------------------------------
@@ -175,6 +177,10 @@ class Accumulator:
         self.bsq[d] += b * b
         if b > self.bmax[d]:
             self.bmax[d] = b
+        prev = self.lb[d]
+        if prev and abs(b - prev) <= max(4.0, REPEAT_TOLERANCE * b):
+            self.rep[d] += 1
+        self.lb[d] = b
         last = self.bl[d]
         if last >= 0.0:
             iv = s - last
@@ -295,6 +301,8 @@ class Accumulator:
             put(a.push[d] / a.bn[d] if a.bn[d] else 0.0)
         for d in (0, 1):
             put(a.idle_init[d] / idle_inits if idle_inits else 0.0)
+        for d in (0, 1):
+            put(a.rep[d] / (a.bn[d] - 1) if a.bn[d] > 1 else 0.0)
         bursts = a.bn[0] + a.bn[1]
         put(a.alt / (bursts - 1) if bursts > 1 else 0.0)
         put(a.ex_n)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from egress.features.accumulator import signature_values, thresholds
-from egress.features.schema import BIG_BURST, FIRST_N, LATE_BURST_INDEX, SMALL_MESSAGE
+from egress.features.schema import BIG_BURST, FIRST_N, LATE_BURST_INDEX, REPEAT_TOLERANCE, SMALL_MESSAGE
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
 
@@ -91,6 +91,9 @@ def compute(packets, proto: int = 6, app_proto=None, categories=()) -> list[floa
             _mean(intervals[0]), _mean(intervals[1]), _cv(intervals[0]), _cv(intervals[1])]
     out += [push[d] / len(bsz[d]) if bsz[d] else 0.0 for d in (0, 1)]
     out += [idle_init[d] / len(idles) if idles else 0.0 for d in (0, 1)]
+    repeats = [sum(1 for i in range(1, len(bsz[d])) if abs(bsz[d][i] - bsz[d][i - 1]) <= max(4.0, REPEAT_TOLERANCE * bsz[d][i]))
+               for d in (0, 1)]
+    out += [repeats[d] / (len(bsz[d]) - 1) if len(bsz[d]) > 1 else 0.0 for d in (0, 1)]
     alternations = sum(1 for i in range(1, len(bursts)) if bursts[i][0] != bursts[i - 1][0])
     out.append(alternations / (len(bursts) - 1) if len(bursts) > 1 else 0.0)
     ex = [(bursts[i - 1][3], bursts[i][3], bursts[i][1] - bursts[i - 1][2])

@@ -12,7 +12,7 @@ Guarantees:
 """
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # How many leading payload packets are kept as signed sizes (+ to server, - to client).
 FIRST_N = 16
@@ -21,6 +21,7 @@ FIRST_N = 16
 # big late bursts both ways are the shape of a protocol nested inside another.
 LATE_BURST_INDEX = 10
 BIG_BURST = 1000          # bytes: a burst at least this large is "big"
+REPEAT_TOLERANCE = 0.03   # a burst within 3% (at least 4 bytes) of the previous one that way "repeats"
 SMALL_MESSAGE = 600       # bytes: both sides of a "small symmetric exchange" stay under this
 
 # Application protocols (as detectors name them) folded into a few one-hot groups.
@@ -55,7 +56,7 @@ FEATURE_NAMES: tuple[str, ...] = tuple(
     + ["idle_frac", "idle_max", "idle_periods_per_min"]
     # messages ("bursts": runs of payload packets in one direction without a pause)
     + _per_dir("bursts", "burst_mean", "burst_cv", "burst_max", "burst_interval_mean", "burst_interval_cv",
-               "push_frac", "idle_init_frac")
+               "push_frac", "idle_init_frac", "burst_repeat_frac")
     + ["alternation_frac", "exchanges", "exchange_req_mean", "exchange_resp_mean", "exchange_resp_req_ratio",
        "small_sym_frac", "resp_latency_mean"]
     # nested protocol shape (e.g. a tunnel inside SSH): big bursts past the handshake

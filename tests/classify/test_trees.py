@@ -7,6 +7,7 @@ import xgboost
 from hypothesis import given, settings, strategies as st
 
 from egress.classify.trees import TreeEnsemble
+from egress.features import FEATURE_NAMES
 
 from tests.classify.conftest import tiny_booster
 
@@ -30,7 +31,7 @@ def test_walk_equals_xgboost_predict_on_random_rows(depth, rounds, missing):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.floats(-5, 5, width=32), st.just(float("nan"))), min_size=96, max_size=96))
+@given(st.lists(st.one_of(st.floats(-5, 5, width=32), st.just(float("nan"))), min_size=len(FEATURE_NAMES), max_size=len(FEATURE_NAMES)))
 def test_walk_equals_xgboost_on_arbitrary_rows(row):
     booster, ens = _SHARED
     x = np.array(row, dtype=np.float32)
@@ -40,7 +41,7 @@ def test_walk_equals_xgboost_on_arbitrary_rows(row):
 
 def test_binary_objective():
     rng = np.random.default_rng(1)
-    X = rng.normal(size=(400, 96)).astype(np.float32)
+    X = rng.normal(size=(400, len(FEATURE_NAMES))).astype(np.float32)
     y = (X[:, 3] + X[:, 4] > 0).astype(int)
     b = xgboost.train({"objective": "binary:logistic", "max_depth": 3, "nthread": 1}, xgboost.DMatrix(X, label=y), 10)
     ens = _ensemble(b)
@@ -59,3 +60,9 @@ def test_rejects_what_it_cannot_walk():
 
 _booster = tiny_booster(seed=5, rounds=15, depth=5, missing=0.1)
 _SHARED = (_booster, _ensemble(_booster))
+
+
+def test_a_row_of_the_wrong_length_is_refused():
+    _, ens = _SHARED
+    with pytest.raises(ValueError, match="expects %d features, got 3" % ens.n_features):
+        ens.predict_proba([0.0, 1.0, 2.0])

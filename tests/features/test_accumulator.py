@@ -101,3 +101,18 @@ def test_server_pushes_are_seen():
     assert v["server_first"] == 1.0
     assert v["push_frac_toclient"] == 0.9
     assert v["idle_init_frac_toclient"] == 1.0
+
+
+def test_fixed_size_messages_repeat():
+    """Shares of one size (a miner) repeat; requests of random sizes do not."""
+    fixed, varied = Accumulator(6), Accumulator(6)
+    rng = random.Random(5)
+    for i in range(20):
+        fixed.add(float(i), 0, 212, ACK | PSH, 500)
+        fixed.add(i + 0.01, 1, 40, ACK | PSH, 500)
+        varied.add(float(i), 0, rng.randrange(50, 3000), ACK | PSH, 500)
+        varied.add(i + 0.01, 1, 40, ACK | PSH, 500)
+    f = dict(zip(FEATURE_NAMES, fixed.values()))
+    v = dict(zip(FEATURE_NAMES, varied.values()))
+    assert f["burst_repeat_frac_toserver"] == 1.0 and f["burst_repeat_frac_toclient"] == 1.0
+    assert v["burst_repeat_frac_toserver"] < 0.2 and v["burst_repeat_frac_toclient"] == 1.0
