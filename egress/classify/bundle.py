@@ -39,6 +39,8 @@ class Bundle:
     checkpoints: tuple[int, ...]
     time_checkpoints: tuple[float, ...]
     ensemble: TreeEnsemble
+    early_packets: int = 0            # before this many packets (and not at flow end) a class needs
+    early_threshold: float = 1.0      # at least this score: early checkpoints know little
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,12 +97,14 @@ def load_bundle(path) -> Bundle:
                   thresholds=thresholds,
                   checkpoints=tuple(int(c) for c in meta.get("checkpoints", DEFAULT_CHECKPOINTS)),
                   time_checkpoints=tuple(float(c) for c in meta.get("time_checkpoints", DEFAULT_TIME_CHECKPOINTS)),
-                  ensemble=ensemble, metadata=meta)
+                  ensemble=ensemble, metadata=meta,
+                  early_packets=int((meta.get("early") or {}).get("packets", 0)),
+                  early_threshold=float((meta.get("early") or {}).get("threshold", 1.0)))
 
 
 def save_bundle(path, booster, name: str, classes: list[str], thresholds: dict[str, float],
                 metadata: dict[str, Any], card: str, checkpoints=DEFAULT_CHECKPOINTS,
-                time_checkpoints=DEFAULT_TIME_CHECKPOINTS) -> Path:
+                time_checkpoints=DEFAULT_TIME_CHECKPOINTS, early: dict | None = None) -> Path:
     """Write model.json (XGBoost JSON), metadata.json and MODEL_CARD.md into `path`."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -115,6 +119,7 @@ def save_bundle(path, booster, name: str, classes: list[str], thresholds: dict[s
         "thresholds": thresholds,
         "checkpoints": list(checkpoints),
         "time_checkpoints": list(time_checkpoints),
+        "early": early or {"packets": 0, "threshold": 1.0},
         "model_file": "model.json",
         "model_sha256": hashlib.sha256(raw).hexdigest(),
     }

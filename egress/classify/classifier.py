@@ -9,7 +9,8 @@ Guarantees (the FlowClassifier protocol in notes/ENGINE_API.md):
 - `on_end` always scores once more, so a flow event carries the final score.
 - The result is cached on the flow: flow.ml = {"model", "class", "scores"}.
 - `class` is the highest-scoring non-benign class whose score reaches its threshold
-  (metadata "thresholds"), else the first class (benign).
+  (metadata "thresholds"; before `early.packets` packets, and not at flow end, at least
+  `early.threshold`), else the first class (benign). `scores` are always reported.
 - Works with signatures off: detector features are then zero, as in training.
 """
 from __future__ import annotations
@@ -45,6 +46,8 @@ class FlowClassifier:
         self.classes = bundle.classes
         self._ensemble = bundle.ensemble
         self._thresholds = [(i, bundle.thresholds.get(c, 0.5)) for i, c in enumerate(self.classes) if i > 0]
+        self._early_thresholds = [(i, max(t, bundle.early_threshold)) for i, t in self._thresholds]
+        self._early_packets = bundle.early_packets
         self._checks = _Checkpoints(bundle.checkpoints, bundle.time_checkpoints)
         self.scored = 0
 
@@ -75,23 +78,26 @@ class FlowClassifier:
         return False
 
     def on_end(self, flow) -> None:
-        self.score(flow)
+        self.score(flow, final=True)
 
     # -- scoring ------------------------------------------------------------------------
 
-    def score(self, flow) -> dict:
+    def score(self, flow, final: bool = False) -> dict:
         probs = self._ensemble.predict_proba(np.asarray(vector(flow), dtype=np.float32))
-        flow.ml = self.result(probs)
+        acc = flow.features
+        early = not final and acc is not None and acc.n[0] + acc.n[1] < self._early_packets
+        flow.ml = self.result(probs, early)
         self.scored += 1
         return flow.ml
 
-    def result(self, probs) -> dict:
-        return {"model": self.name, "class": self.decide(probs),
+    def result(self, probs, early: bool = False) -> dict:
+        return {"model": self.name, "class": self.decide(probs, early),
                 "scores": {c: round(float(p), 4) for c, p in zip(self.classes, probs)}}
 
-    def decide(self, probs) -> str:
+    def decide(self, probs, early: bool = False) -> str:
+        """The highest-scoring non-benign class over its threshold (raised for early checkpoints)."""
         best, best_p = 0, -1.0
-        for i, threshold in self._thresholds:
+        for i, threshold in (self._early_thresholds if early else self._thresholds):
             p = probs[i]
             if p >= threshold and p > best_p:
                 best, best_p = i, p

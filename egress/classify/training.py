@@ -54,7 +54,7 @@ def excluded_columns(patterns) -> list[int]:
 
 
 def fit(rows: list[Row], classes: list[str], seed: int, rounds: int = DEFAULT_ROUNDS, params=None,
-        exclude=()):
+        exclude=(), class_weight=None):
     """`exclude`: feature name globs held constant (zero) in training, so no tree splits on
     them; serving still computes them, the model just never reads them."""
     import xgboost
@@ -63,7 +63,9 @@ def fit(rows: list[Row], classes: list[str], seed: int, rounds: int = DEFAULT_RO
     per_flow = Counter(flow_id(r) for r in rows)
     flow_class = {flow_id(r): r.label for r in rows}
     flows_per_class = Counter(flow_class.values())
-    w = np.array([1.0 / per_flow[flow_id(r)] / flows_per_class[r.label] for r in rows], dtype=np.float32)
+    cw = class_weight or {}
+    w = np.array([cw.get(r.label, 1.0) / per_flow[flow_id(r)] / flows_per_class[r.label] for r in rows],
+                 dtype=np.float32)
     w *= len(per_flow) / max(float(w.sum()), 1e-9)
     X = np.vstack([matrix(rows, True), matrix(rows, False)])
     cols = excluded_columns(exclude)
@@ -92,16 +94,24 @@ def decide(probs, classes, thresholds) -> str:
     return classes[best]
 
 
-def predict_flows(ens, rows: list[Row], classes, thresholds, signatures: bool) -> dict:
-    """flow id -> {"label", "end": class at flow end, "any": first non-benign class at any checkpoint}."""
+def early(stage: str, early_packets: int) -> bool:
+    """A checkpoint before `early_packets` packets (flow end is never early)."""
+    return stage.startswith("n") and int(stage[1:]) < early_packets
+
+
+def predict_flows(ens, rows: list[Row], classes, thresholds, signatures: bool, early_packets: int = 0,
+                  early_threshold: float = 1.0) -> dict:
+    """flow id -> {"label", "end": class at flow end, "any": first non-benign class at any checkpoint}.
+    Checkpoints before `early_packets` packets need `early_threshold` at least."""
     out: dict[tuple, dict] = {}
     if not rows:
         return out
     probs = ens.predict_proba_batch(matrix(rows, signatures))
+    raised = {c: max(t, early_threshold) for c, t in thresholds.items()}
     for r, p in zip(rows, probs):
         rec = out.setdefault(flow_id(r), {"label": r.label, "end": None, "any": "benign", "group": r.group,
                                           "scenario": r.scenario})
-        c = decide(p, classes, thresholds)
+        c = decide(p, classes, raised if early(r.stage, early_packets) else thresholds)
         if r.stage == "end":
             rec["end"] = c
             rec["end_scores"] = [round(float(v), 4) for v in p]

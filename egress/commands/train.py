@@ -21,6 +21,12 @@ import time
 from pathlib import Path
 
 
+DEFAULT_EXCLUDE = ("first_size_*", "resp_latency_mean")
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLDS = {"mining": 0.5, "reverse_tunnel": 0.8, "reverse_shell": 0.8}
+DEFAULT_EARLY = {"packets": 32, "threshold": 0.9}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", action="append", default=[], metavar="DIR",
                    help="corpus directory with labels.tsv and its captures (repeatable)")
@@ -38,6 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-scales", default="1", metavar="LIST",
                    help="comma-separated clock stretch factors applied to corpus captures (e.g. 1,5,25): "
                         "the corpus runs faster than life; every class is stretched alike")
+    p.add_argument("--exclude-features", default=",".join(DEFAULT_EXCLUDE), metavar="GLOBS",
+                   help="comma-separated feature-name globs the model may not use (default: %(default)s: program"
+                        " fingerprints and implementation latencies that do not carry over to real traffic)")
+    p.add_argument("--threshold", action="append", default=[], metavar="CLASS=P",
+                   help="score a class needs to be reported (default %s, others %.2f)"
+                        % (json.dumps(DEFAULT_THRESHOLDS), DEFAULT_THRESHOLD))
+    p.add_argument("--early", default="%d:%g" % (DEFAULT_EARLY["packets"], DEFAULT_EARLY["threshold"]),
+                   metavar="PACKETS:P", help="before PACKETS packets a class needs at least score P (default %(default)s)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel feature extraction")
     p.add_argument("--quiet", "-q", action="store_true")
 
@@ -79,7 +93,19 @@ def run(args: argparse.Namespace) -> int:
     if len(classes) < 2:
         return _fail("need at least two classes, found only %s" % classes)
     rounds = args.rounds or training.DEFAULT_ROUNDS
-    thresholds = {c: 0.5 for c in classes[1:]}
+    thresholds = {c: DEFAULT_THRESHOLDS.get(c, DEFAULT_THRESHOLD) for c in classes[1:]}
+    try:
+        packets, _, value = args.early.partition(":")
+        early = {"packets": int(packets), "threshold": float(value or 1.0)}
+        for item in args.threshold:
+            name, _, value = item.partition("=")
+            if name not in thresholds or not 0.0 < float(value) <= 1.0:
+                return _fail("--threshold %s: want CLASS=P with CLASS one of %s and 0 < P <= 1"
+                             % (item, ", ".join(thresholds)))
+            thresholds[name] = float(value)
+    except ValueError:
+        return _fail("--threshold/--early: not a number")
+    exclude = [g for g in args.exclude_features.split(",") if g.strip()]
     say("%d rows, %s" % (len(rows), training.summary(rows)["flows_per_class"]))
 
     # held-out evaluation: groups, plus whole scenarios named by --holdout
@@ -91,36 +117,36 @@ def run(args: argparse.Namespace) -> int:
     test_rows = [r for r in seen if r.group in test_groups]
     evaluation = {"test_groups": sorted(test_groups), "holdout": args.holdout}
     if train_rows and len(training.classes_of(train_rows)) == len(classes):
-        eval_model = training.ensemble_of(training.fit(train_rows, classes, args.seed, rounds))
+        eval_model = training.ensemble_of(training.fit(train_rows, classes, args.seed, rounds, exclude=exclude))
         for sig in (True, False):
             tag = "signatures_on" if sig else "signatures_off"
-            pred = training.predict_flows(eval_model, test_rows, classes, thresholds, sig)
+            pred = training.predict_flows(eval_model, test_rows, classes, thresholds, sig, **_early(early))
             evaluation["heldout_" + tag] = {"end": training.metrics(pred, classes, "end"),
                                             "any_checkpoint": training.metrics(pred, classes, "any")}
             if unseen_rows:
-                pred = training.predict_flows(eval_model, unseen_rows, classes, thresholds, sig)
+                pred = training.predict_flows(eval_model, unseen_rows, classes, thresholds, sig, **_early(early))
                 evaluation["unseen_" + tag] = {"end": training.metrics(pred, classes, "end"),
                                                "any_checkpoint": training.metrics(pred, classes, "any"),
                                                "per_scenario": _per_scenario(pred)}
     else:
         say("too few groups for a held-out evaluation (every class needs two or more groups)")
     if args.loso and shared_rows:
-        evaluation["leave_one_source_out"] = _loso(rows, classes, thresholds, args.seed, rounds, say)
+        evaluation["leave_one_source_out"] = _loso(rows, classes, thresholds, args.seed, rounds, say, exclude, early)
 
-    booster = training.fit(rows, classes, args.seed, rounds)
+    booster = training.fit(rows, classes, args.seed, rounds, exclude=exclude)
     name = args.name or Path(args.out).name
     meta = {
         "data": training.summary(rows),
         "corpora": [str(c) for c in corpora],
         "shared_pcaps": args.shared_pcaps,
         "training": {"seed": args.seed, "rounds": rounds, "params": training.DEFAULT_PARAMS,
-                     "time_scales": list(scales),
+                     "time_scales": list(scales), "excluded_features": exclude,
                      "signature_augmentation": True, "seconds": round(time.time() - started, 1)},
         "metrics": evaluation,
     }
-    card = _card(name, classes, thresholds, meta)
+    card = _card(name, classes, thresholds, meta, early)
     try:
-        save_bundle(args.out, booster, name, classes, thresholds, meta, card)
+        save_bundle(args.out, booster, name, classes, thresholds, meta, card, early=early)
     except OSError as exc:
         return _fail("%s: %s" % (args.out, exc.strerror or exc))
     say("wrote %s (%d classes, %d rows) in %.0fs" % (args.out, len(classes), len(rows), time.time() - started))
@@ -139,7 +165,11 @@ def _per_scenario(pred: dict) -> dict:
     return dict(sorted(out.items()))
 
 
-def _loso(rows, classes, thresholds, seed, rounds, say) -> dict:
+def _early(early: dict) -> dict:
+    return {"early_packets": early["packets"], "early_threshold": early["threshold"]}
+
+
+def _loso(rows, classes, thresholds, seed, rounds, say, exclude, early) -> dict:
     """Leave one shared capture source out: train on everything else (minus any flow that
     also occurs in the held-out source: nDPI and peafowl ship the same mining flows),
     score the held-out source with signatures off."""
@@ -152,8 +182,8 @@ def _loso(rows, classes, thresholds, seed, rounds, say) -> dict:
         train = [r for r in rows if r.source != src and r.flow not in held_flows]
         if len(training.classes_of(train)) < len(classes):
             continue
-        ens = training.ensemble_of(training.fit(train, classes, seed, rounds))
-        pred = training.predict_flows(ens, held, classes, thresholds, signatures=False)
+        ens = training.ensemble_of(training.fit(train, classes, seed, rounds, exclude=exclude))
+        pred = training.predict_flows(ens, held, classes, thresholds, False, **_early(early))
         mining = [v for v in pred.values() if v["label"] == "mining"]
         benign = [v for v in pred.values() if v["label"] == "benign"]
         out[src] = {
@@ -202,18 +232,20 @@ def _loso_table(loso: dict) -> str:
     return "\n".join(lines)
 
 
-def _card(name: str, classes, thresholds, meta: dict) -> str:
+def _card(name: str, classes, thresholds, meta: dict, early: dict) -> str:
     ev = meta["metrics"]
     d = meta["data"]
     out = ["# Model card: %s" % name, "",
            "Gradient-boosted trees (XGBoost, JSON format) over egress feature schema v%s, scoring one flow"
            " at checkpoints (after 8, 32, 128, 512 packets, at flow ages 10/60/300 s and at flow end)." % (
                __import__("egress.features.schema", fromlist=["x"]).SCHEMA_VERSION), "",
-           "- classes: %s; a non-benign class is reported when its score reaches its threshold %s" % (
-               ", ".join(classes), json.dumps(thresholds)),
+           "- classes: %s; a non-benign class is reported when its score reaches its threshold %s"
+           " (before %d packets, unless the flow ended: at least %.2f)" % (
+               ", ".join(classes), json.dumps(thresholds), early["packets"], early["threshold"]),
            "- training: seed %s, %s rounds, params %s; every row also seen with detector features zeroed"
-           " (works with signatures off)" % (meta["training"]["seed"], meta["training"]["rounds"],
-                                             json.dumps(meta["training"]["params"])),
+           " (works with signatures off); corpus clocks stretched by %s; features not used: %s" % (
+               meta["training"]["seed"], meta["training"]["rounds"], json.dumps(meta["training"]["params"]),
+               meta["training"]["time_scales"], ", ".join(meta["training"]["excluded_features"]) or "none"),
            "- data: %d flows (%s), %d groups, %d scenarios, sources %s" % (
                d["flows"], json.dumps(d["flows_per_class"]), d["groups"], d["scenarios"],
                json.dumps(d["flows_per_source"])),

@@ -75,3 +75,23 @@ def test_engine_puts_ml_on_the_flow_event_with_signatures_off(bundle_dir):
     assert len(flows) == 1
     ml = flows[0]["ml"]
     assert ml["model"] == "tiny" and ml["class"] in ("benign", "mining", "reverse_tunnel")
+
+
+def test_early_checkpoints_need_a_higher_score(bundle_dir):
+    import json
+    meta = json.loads((bundle_dir / "metadata.json").read_text())
+    meta["early"] = {"packets": 32, "threshold": 0.9}
+    (bundle_dir / "metadata.json").write_text(json.dumps(meta))
+    clf = FlowClassifier.load(bundle_dir)
+    assert clf.decide([0.3, 0.6, 0.1], early=True) == "benign"
+    assert clf.decide([0.3, 0.6, 0.1], early=False) == "mining"
+    assert clf.decide([0.05, 0.93, 0.02], early=True) == "mining"
+    # in use: packet 8 is early, flow end never is
+    flow = _flow()
+    clf.start(flow)
+    clf._ensemble.predict_proba = lambda x: np.array([0.3, 0.6, 0.1])
+    for i in range(8):
+        clf.on_packet(flow, _pkt(100.0 + i), i % 2)
+    assert flow.ml["class"] == "benign" and flow.ml["scores"]["mining"] == 0.6
+    clf.on_end(flow)
+    assert flow.ml["class"] == "mining"
