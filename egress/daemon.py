@@ -246,6 +246,7 @@ class Daemon:
 
     def stop(self) -> None:
         """Remove the rules, answer what is still queued, flush the engine, unbind."""
+        removed = self.rules_installed
         try:
             if self.rules_installed:
                 self.iptables.remove()
@@ -264,4 +265,108 @@ class Daemon:
             if self.writer is not None:
                 self.writer.close()
             self.marker.close()
-            log.info("egress: stopped, rules removed")
+            log.info("egress: stopped%s", ", rules removed" if removed else "")
+
+
+class Supervisor:
+    """`egress run --queue A-B --workers`: one worker process per queue, past the GIL.
+
+    `--queue-balance` hashes both directions of a flow to the same queue (it hashes the
+    address pair symmetrically), so every worker sees whole flows and keeps its own
+    engine. The supervisor validates the rules and model first (exit 2 on bad input),
+    starts the workers (each binds its queue and sets its flags, but installs no rules),
+    installs the rules once all are bound, forwards SIGHUP to every worker, restarts a
+    worker that dies (a few times), and on SIGTERM removes the rules, then stops the
+    workers (each drains its queue and writes its flow events).
+    """
+
+    MAX_RESTARTS = 5
+
+    def __init__(self, config: DaemonConfig, worker_argv):
+        self.config = config
+        self.worker_argv = worker_argv          # callable(index, queue) -> argv of one worker
+        self.iptables = Iptables()
+        self.workers: dict[int, object] = {}
+        self.restarts = 0
+        self._want_stop = False
+        self._want_reload = False
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGHUP, lambda *_: setattr(self, "_want_reload", True))
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_want_stop", True))
+        signal.signal(signal.SIGINT, lambda *_: setattr(self, "_want_stop", True))
+
+    def _spawn(self, index: int) -> None:
+        import subprocess
+        import sys
+        queue = self.config.queues[index]
+        proc = subprocess.Popen(self.worker_argv(index, queue), stderr=subprocess.PIPE, text=True)
+        self.workers[index] = proc
+        for line in proc.stderr:                    # until the worker is bound
+            sys.stderr.write(_tagged(queue, line))
+            if "egress: ready" in line:
+                break
+        else:
+            raise RuntimeError("worker for queue %d exited with %s" % (queue, proc.wait()))
+        import threading
+        threading.Thread(target=self._relay, args=(queue, proc), daemon=True).start()
+
+    @staticmethod
+    def _relay(queue: int, proc) -> None:
+        import sys
+        for line in proc.stderr:
+            sys.stderr.write(_tagged(queue, line))
+
+    def run(self) -> int:
+        cfg = self.config
+        load_policy(cfg.rules, cfg.sandbox_map)     # StartupError: bad input, before anything starts
+        load_classifier(cfg.model)
+        try:
+            for index in range(len(cfg.queues)):
+                self._spawn(index)
+            if cfg.install_rules:
+                self.iptables.install(RuleSpec(mode=cfg.mode, queues=cfg.queues, bypass=cfg.bypass,
+                                               sandbox_iface=cfg.sandbox_iface, sandbox_nets=cfg.sandbox_nets))
+            log.info("egress: %d workers serving queues %s", len(cfg.queues), ",".join(map(str, cfg.queues)))
+            import sys
+            print("egress: ready", file=sys.stderr, flush=True)
+            while not self._want_stop:
+                time.sleep(0.1)
+                if self._want_reload:
+                    self._want_reload = False
+                    for proc in self.workers.values():
+                        proc.send_signal(signal.SIGHUP)
+                for index, proc in list(self.workers.items()):
+                    if proc.poll() is not None and not self._want_stop:
+                        if self.restarts >= self.MAX_RESTARTS:
+                            raise RuntimeError("worker for queue %d keeps dying (exit %s)"
+                                               % (cfg.queues[index], proc.returncode))
+                        self.restarts += 1
+                        log.error("egress: worker for queue %d exited with %s, restarting",
+                                  cfg.queues[index], proc.returncode)
+                        self._spawn(index)
+            return 0
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.config.install_rules:
+            try:
+                self.iptables.remove()
+            except Exception as exc:
+                log.error("egress: could not remove the rules: %s", exc)
+        for proc in self.workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.workers.values():
+            try:
+                proc.wait(15)
+            except Exception:
+                proc.kill()
+        log.info("egress: stopped, rules removed")
+
+
+def _tagged(queue: int, line: str) -> str:
+    """A worker's log line as the supervisor relays it: "egress[queue N]: ..."."""
+    return line.replace("egress: ", "egress[queue %d]: " % queue, 1) if line.startswith("egress: ") \
+        else "egress[queue %d]: %s" % (queue, line)

@@ -59,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queue-maxlen", type=int, default=4096, help="kernel queue length")
     p.add_argument("--no-rules", action="store_true", help="do not install iptables rules (they exist already)")
     p.add_argument("--no-signatures", action="store_true", help="protocol detectors off (classifier alone)")
+    p.add_argument("--workers", action="store_true",
+                   help="with a queue range: one worker process per queue (scale-out past the GIL); each "
+                        "writes FILE.qN for --eve FILE and serves metrics on PORT+index")
     p.add_argument("--verbose", "-v", action="store_true")
 
 
@@ -72,10 +75,38 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         signatures=not args.no_signatures, fast_path=not args.no_fast_path)
 
 
+def worker_argv(args: argparse.Namespace, index: int, queue: int) -> list[str]:
+    """The command line of one worker of `--workers`: this one, for a single queue, without rules."""
+    argv = [sys.executable, "-m", "egress.cli", "run", "--queue", str(queue), "--no-rules",
+            "--mode", args.mode, "--on-error", args.on_error, "--copy-range", str(args.copy_range),
+            "--queue-maxlen", str(args.queue_maxlen), "--fail-open" if args.fail_open else "--fail-closed"]
+    for path in args.rules:
+        argv += ["--rules", path]
+    for flag, value in (("--model", args.model), ("--sandbox-map", args.sandbox_map)):
+        if value:
+            argv += [flag, value]
+    if args.eve:
+        base, dot, ext = args.eve.rpartition(".")
+        argv += ["--eve", args.eve if args.eve == "-" else ("%s.q%d.%s" % (base, queue, ext) if dot
+                                                             else "%s.q%d" % (args.eve, queue))]
+    metrics = None if args.metrics in ("off", "none", "") else args.metrics
+    if metrics:
+        host, _, port = metrics.rpartition(":")
+        metrics = "%s:%d" % (host, int(port) + index)
+    argv += ["--metrics", metrics or "off"]
+    for flag, on in (("--gso", args.gso), ("--no-fast-path", args.no_fast_path),
+                     ("--no-signatures", args.no_signatures), ("-v", args.verbose)):
+        if on:
+            argv.append(flag)
+    return argv
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
     logging.getLogger("egress.daemon").setLevel(logging.INFO)
+    if args.workers and len(args.queue) > 1:
+        return run_workers(args)
     daemon = Daemon(config_from_args(args))
     daemon.install_signal_handlers()
     try:
@@ -91,3 +122,17 @@ def run(args: argparse.Namespace) -> int:
     finally:
         daemon.stop()
     return 0
+
+
+def run_workers(args: argparse.Namespace) -> int:
+    from egress.daemon import Supervisor
+    supervisor = Supervisor(config_from_args(args), lambda index, queue: worker_argv(args, index, queue))
+    supervisor.install_signal_handlers()
+    try:
+        return supervisor.run()
+    except StartupError as exc:
+        print("egress: %s" % exc, file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError, ValueError) as exc:
+        print("egress: %s" % exc, file=sys.stderr)
+        return 1

@@ -397,3 +397,22 @@ def test_reloads_under_load_lose_no_packet(lab, rules):
         assert table[0][4] == 0 and table[0][5] == 0          # queue_dropped, user_dropped
     finally:
         assert gw.stop() == 0
+
+
+def test_worker_per_queue_processes(lab, rules, tmp_path):
+    start_echo(lab.topo, lab.ext4, 7010)
+    eve = tmp_path / "w.json"
+    gw = Gateway(lab.topo, lab.workdir, rules=[rules], extra=["--queue", "0-1", "--workers", "--eve", str(eve)],
+                 name="workers")
+    try:
+        table = queue_table(lab)
+        assert set(table) == {0, 1} and table[0][0] != table[1][0]        # two processes (portids)
+        assert lab.tcp_exchange(lab.ext4, 7010, b"w") == "ok:w"
+        gw.hup("egress[queue 1]: reloaded")
+        gw.wait_for("egress[queue 0]: reloaded")
+    finally:
+        assert gw.stop() == 0
+    assert egress_lines(lab, 4) == [] and egress_lines(lab, 6) == []
+    written = [p.name for p in tmp_path.iterdir()]
+    assert sorted(written) == ["w.q0.json", "w.q1.json"]
+    assert "7010" in (tmp_path / "w.q0.json").read_text() + (tmp_path / "w.q1.json").read_text()

@@ -1,0 +1,42 @@
+"""`egress run` argument handling: queue ranges, and the command line of each worker of --workers."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from egress.commands.run import add_arguments, config_from_args, parse_queues, worker_argv
+
+
+def parse(*argv):
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_queue_ranges():
+    assert parse_queues("3") == (3,) and parse_queues("0-2") == (0, 1, 2)
+    for bad in ("2-1", "x", "70000"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_queues(bad)
+
+
+def test_defaults_are_fail_closed_loopback_metrics_and_no_gso():
+    cfg = config_from_args(parse())
+    assert cfg.fail_open is False and cfg.bypass is False and cfg.metrics == "127.0.0.1:9108"
+    assert cfg.gso is False and cfg.fast_path is True and cfg.exception_action == "drop"
+    assert config_from_args(parse("--metrics", "off")).metrics is None
+    open_cfg = config_from_args(parse("--fail-open"))
+    assert open_cfg.fail_open and open_cfg.bypass
+
+
+def test_worker_command_lines_split_eve_and_metrics_per_queue():
+    args = parse("--queue", "4-5", "--workers", "--rules", "a.yaml", "--rules", "b.yaml", "--eve", "/var/log/eve.json",
+                 "--metrics", "127.0.0.1:9200", "--fail-open", "--sandbox-iface", "sbx0")
+    argv = worker_argv(args, 1, 5)
+    joined = " ".join(argv)
+    assert "--queue 5 --no-rules" in joined and "--fail-open" in argv
+    assert "--rules a.yaml --rules b.yaml" in joined
+    assert "--eve /var/log/eve.q5.json" in joined and "--metrics 127.0.0.1:9201" in joined
+    # The supervisor installs the rules; a worker never does, and needs no interface.
+    assert "--sandbox-iface" not in argv
