@@ -291,6 +291,15 @@ def ssh_interactive(r: Run) -> None:
     r.wait(r.sbx(r.ssh(r.port, "-tt", "root@" + r.ip), stdin=typist.stdout), r.duration + 20)
 
 
+def ssh_idle(r: Run) -> None:
+    """A session left open with keepalives and a command now and then (an agent's control channel)."""
+    r.sshd(r.topo.ext, r.ip, r.port)
+    typist = r.sbx([PY, "-m", PROG, "typist", "--duration", r.duration, "--initial-wait", 2,
+                    "--seed", r.rng.randrange(1 << 30)], stdout=subprocess.PIPE)
+    r.wait(r.sbx(r.ssh(r.port, "-tt", "-o", "ServerAliveInterval=%d" % r.rng.choice([1, 2, 5]), "root@" + r.ip),
+                 stdin=typist.stdout), r.duration + 20)
+
+
 def ssh_commands(r: Run) -> None:
     """An agent running one-off remote commands (a new connection each)."""
     r.sshd(r.topo.ext, r.ip, r.port)
@@ -404,13 +413,17 @@ def scenarios() -> list[tuple[str, str, Callable[[Run], None], int]]:
                 ("benign/pip-like/" + t, "benign", web("pip", tls), 2),
                 ("benign/npm-like/" + t, "benign", web("npm", tls), 1),
                 ("benign/websocket/" + t, "benign", web("ws", tls), 3),
-                ("benign/git-http/" + t, "benign", git_https(tls), 1)]
+                ("benign/git-http/" + t, "benign", git_https(tls), 1),
+                ("benign/llm-stream/" + t, "benign", web("llm", tls), 2),
+                ("benign/telemetry/" + t, "benign", web("telemetry", tls), 2),
+                ("benign/sse/" + t, "benign", web("sse", tls), 2)]
     out += [("benign/dns", "benign", dns, 1),
             ("benign/ssh-interactive", "benign", ssh_interactive, 3),
             ("benign/ssh-commands", "benign", ssh_commands, 1),
             ("benign/scp-up", "benign", scp("up"), 1),
             ("benign/scp-down", "benign", scp("down"), 1),
-            ("benign/git-ssh", "benign", git_ssh, 2)]
+            ("benign/git-ssh", "benign", git_ssh, 2),
+            ("benign/ssh-idle-keepalive", "benign", ssh_idle, 2)]
     for module, variants in (("stratum", ("btc", "ethstratum")), ("xmr", ("xmrig", "coinhive")),
                              ("ethproxy", ("ethproxy",))):
         for variant in variants:

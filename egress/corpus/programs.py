@@ -148,8 +148,45 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_error(404)
         elif path == "/ws":
             self._websocket()
+        elif path.startswith("/stream/"):
+            self._stream(int(path[8:] or 0))
+        elif path == "/events":
+            self._events()
         else:
             self.send_error(404)
+
+    def _stream(self, n: int) -> None:
+        """A streamed completion: `n` token chunks, a few tens of ms apart (LLM APIs)."""
+        rng = random.Random()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        pace = rng.choice([0.01, 0.02, 0.05])
+        for i in range(n):
+            data = ("data: " + json.dumps({"id": i, "delta": "t" * rng.randint(2, 60)}) + "\n\n").encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+            time.sleep(pace * rng.uniform(0.5, 2.0))
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _events(self) -> None:
+        """Server-sent events for as long as the client listens (build logs, notifications)."""
+        rng = random.Random()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        interval = self.server.push_interval
+        try:
+            while True:
+                time.sleep(interval * rng.uniform(0.2, 1.8))
+                line = "data: " + json.dumps({"log": "l" * rng.randint(20, 500)}) + "\n\n"
+                self.wfile.write(line.encode())
+                self.wfile.flush()
+        except OSError:
+            pass
+        self.close_connection = True
 
     def _websocket(self):
         import base64
@@ -266,6 +303,35 @@ def web_client(a) -> None:
             t.join()
     elif a.pattern == "ws":
         _ws_client(a, rng, end)
+    elif a.pattern == "llm":
+        c = _conn(a)
+        while time.time() < end:
+            prompt = json.dumps({"messages": [{"role": "user", "content": "p" * rng.randint(300, 8000)}]}).encode()
+            _get(c, "/stream/%d" % rng.randint(20, 300), prompt)
+            time.sleep(rng.uniform(0.5, 6.0))
+        c.close()
+    elif a.pattern == "telemetry":
+        c = _conn(a)
+        interval = rng.choice([0.5, 1.0, 2.0, 5.0])
+        size = rng.randint(150, 900)
+        while time.time() < end:
+            _get(c, "/api/%d" % rng.randint(40, 200), json.dumps({"m": "x" * (size + rng.randint(-20, 20))}).encode())
+            time.sleep(interval * rng.uniform(0.8, 1.2))
+        c.close()
+    elif a.pattern == "sse":
+        host, port = _hostport(a.connect)
+        s = socket.create_connection((host, port), timeout=30)
+        if a.tls:
+            s = _client_tls().wrap_socket(s, server_hostname="svc.test")
+        s.sendall(b"GET /events HTTP/1.1\r\nHost: svc.test\r\nAccept: text/event-stream\r\n\r\n")
+        s.settimeout(1.0)
+        while time.time() < end:
+            try:
+                if not s.recv(65536):
+                    break
+            except socket.timeout:
+                pass
+        s.close()
 
 
 def _ws_client(a, rng, end) -> None:
