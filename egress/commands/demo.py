@@ -283,7 +283,7 @@ def _report(steps: list[Step], demo: Demo, rules: list[str], model: str | None, 
         actions = sorted({f["verdict"]["action"] for f in s.flows}) or ["-"]
         rules_hit = sorted({f["verdict"]["rule"] for f in s.flows}) or ["-"]
         dets = sorted({"%s/%s" % (d["category"], d["signature"]) for f in s.flows for d in f.get("detections", [])})
-        ml = sorted({"%s %.2f" % (f["ml"]["class"], max(f["ml"].get("scores", {0: 0}).values()))
+        ml = sorted({"%s %.2f" % (f["ml"]["class"], f["ml"].get("scores", {}).get(f["ml"]["class"], 0.0))
                      for f in s.flows if f.get("ml")})
         rows.append((s.name, s.outcome, ",".join(actions), ",".join(rules_hit),
                      ", ".join(dets + ["ml: " + m for m in ml]) or "-"))
