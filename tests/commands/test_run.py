@@ -40,3 +40,20 @@ def test_worker_command_lines_split_eve_and_metrics_per_queue():
     assert "--eve /var/log/eve.q5.json" in joined and "--metrics 127.0.0.1:9201" in joined
     # The supervisor installs the rules; a worker never does, and needs no interface.
     assert "--sandbox-iface" not in argv
+
+
+def test_bad_rules_stop_the_daemon_before_it_touches_the_kernel(tmp_path, capsys, monkeypatch):
+    from egress import cli
+    from egress.drivers import iptables, nfqueue
+
+    def boom(*a, **k):
+        raise AssertionError("must not be reached")
+    monkeypatch.setattr(nfqueue.QueueDriver, "open", boom)
+    monkeypatch.setattr(iptables.Iptables, "install", boom)
+    from egress.daemon import Daemon
+    monkeypatch.setattr(Daemon, "install_signal_handlers", lambda self: None)   # keep pytest's handlers
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\npolicies:\n  p:\n    rules: [{name: x, action: explode}]\n")
+    assert cli.main(["run", "--rules", str(bad), "--metrics", "off"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("egress: ") and "bad.yaml" in err[0]

@@ -200,6 +200,7 @@ def test_sighup_reload_changes_verdict_and_invalid_file_keeps_old_policy(lab, tm
     try:
         assert lab.tcp_exchange(lab.ext4, 7001, b"before") == "ok:before"
         write_rules(rules, REJECT_7001)
+        gw.eve.rename(gw.eve.with_suffix(".1"))          # logrotate moves the file away
         gw.hup("egress: reloaded")
         assert lab.tcp_exchange(lab.ext4, 7001, b"after") in ("error:ConnectionRefusedError",
                                                               "error:ConnectionResetError")
@@ -214,6 +215,9 @@ def test_sighup_reload_changes_verdict_and_invalid_file_keeps_old_policy(lab, tm
         assert lab.tcp_exchange(lab.ext4, 7002, b"other") == "ok:other"
     finally:
         assert gw.stop() == 0
+    # The EVE file was reopened on SIGHUP: the flows ended at shutdown are in the new file.
+    assert gw.eve.with_suffix(".1").exists()
+    assert {e["dest_port"] for e in gw.events()} >= {7001, 7002}
 
 
 def test_reload_revokes_a_fast_pathed_connection(lab, tmp_path):
