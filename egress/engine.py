@@ -28,7 +28,7 @@ from egress.flow.table import FlowTable
 from egress.inspect.base import Detector
 from egress.inspect.stage import InspectStage
 from egress.output import eve
-from egress.types import Action, Decision, Detection, Mode, RawPacket, Verdict
+from egress.types import Action, Decision, Mode, RawPacket, Verdict
 
 log = logging.getLogger("egress.engine")
 

@@ -201,12 +201,6 @@ class DnsDetector:
     max_bytes = MAX_BYTES
 
     def inspect(self, view: StreamView) -> InspectResult:
-        try:
-            return self._inspect(view)
-        except Exception:            # contract: never raise
-            return NO_MATCH
-
-    def _inspect(self, view: StreamView) -> InspectResult:
         if view.proto == 17:
             msgs = [(d, m) for d, m in list(view.datagrams)[:2 * _MAX_MSGS]]
             more = len(view.datagrams) < _MAX_MSGS

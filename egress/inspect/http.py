@@ -117,12 +117,6 @@ class HttpDetector:
     max_bytes = MAX_BYTES
 
     def inspect(self, view: StreamView) -> InspectResult:
-        try:
-            return self._inspect(view)
-        except Exception:            # contract: never raise
-            return NO_MATCH
-
-    def _inspect(self, view: StreamView) -> InspectResult:
         if view.to_server.startswith(_H2_PREFACE[:len(view.to_server)]) and view.to_server:
             if len(view.to_server) >= len(_H2_PREFACE):
                 return InspectResult(Status.MATCH, (), "http2", {})

@@ -100,12 +100,6 @@ class ReverseShellDetector:
     max_bytes = MAX_BYTES
 
     def inspect(self, view: StreamView) -> InspectResult:
-        try:
-            return self._inspect(view)
-        except Exception:            # contract: never raise
-            return NO_MATCH
-
-    def _inspect(self, view: StreamView) -> InspectResult:
         out, inp = view.to_server[:MAX_BYTES], view.to_client[:MAX_BYTES]
         if not out and not inp:
             return NEED_MORE

@@ -343,12 +343,6 @@ class SshDetector:
     max_bytes = MAX_BYTES
 
     def inspect(self, view: StreamView) -> InspectResult:
-        try:
-            return self._inspect(view)
-        except Exception:            # contract: never raise; a parse bug must not kill a flow
-            return NO_MATCH
-
-    def _inspect(self, view: StreamView) -> InspectResult:
         to_server, to_client = view.to_server, view.to_client
         wrapper = None
         if to_server.startswith(_HTTP_METHODS) or to_client.startswith(b"HTTP/"):

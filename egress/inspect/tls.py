@@ -260,12 +260,9 @@ class TlsDetector:
     max_bytes = MAX_BYTES
 
     def inspect(self, view: StreamView) -> InspectResult:
-        try:
-            if view.proto == 17:
-                return _inspect_quic(view)
-            return self._inspect_tcp(view)
-        except Exception:            # contract: never raise
-            return NO_MATCH
+        if view.proto == 17:
+            return _inspect_quic(view)
+        return self._inspect_tcp(view)
 
     def _inspect_tcp(self, view: StreamView) -> InspectResult:
         to_server, to_client = view.to_server, view.to_client

@@ -88,12 +88,6 @@ class TunnelDetector:
         self.domains = domains
 
     def inspect(self, view: StreamView) -> InspectResult:
-        try:
-            return self._inspect(view)
-        except Exception:            # contract: never raise
-            return NO_MATCH
-
-    def _inspect(self, view: StreamView) -> InspectResult:
         found = self._protocol(view)
         if found is not None:
             return InspectResult(Status.MATCH, (found,))
