@@ -500,7 +500,11 @@ def _inspect_quic(view: StreamView) -> InspectResult:
     pieces: dict[int, bytes] = {}
     version = None
     for d in dgrams[:8]:
-        for v, plain in _quic_initials(d):
+        try:
+            initials = list(_quic_initials(d))
+        except ValueError:          # a varint or length runs past the datagram: not an Initial
+            continue
+        for v, plain in initials:
             version = v
             for off, data in _crypto_frames(plain):
                 if off < 65536 and off not in pieces:
