@@ -109,6 +109,13 @@ class Lab:
             raise RuntimeError("pool did not start: %r" % line)
         return record
 
+    def echo(self, host: str, port: int) -> None:
+        """An echo server in ext on host:port, started once per topology."""
+        started = self.__dict__.setdefault("_echo", set())
+        if (host, port) not in started:
+            start_echo(self.topo, host, port)
+            started.add((host, port))
+
     def sbx(self, *argv: str, timeout: float = 20.0, check: bool = False, env: dict | None = None):
         """Run a program in the sandbox (through the gateway); returns CompletedProcess."""
         full = list(argv)
