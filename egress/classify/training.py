@@ -7,7 +7,8 @@ Guarantees:
   them zeroed, so the model works with signatures switched off (the classifier must
   catch what signatures cannot see).
 - Rows are weighted so that every flow counts once (however many checkpoints it has)
-  and every class weighs the same in total.
+  and every class weighs the same in total, times an optional per-class factor
+  (`egress train` weighs benign x2: most real flows are benign, and a false block costs).
 - Evaluation splits by group (capture source / scenario variant), never inside a flow;
   metrics are per flow: the class at flow end, and whether any checkpoint flagged it.
 """
@@ -26,7 +27,7 @@ CLASS_ORDER = ("benign", "mining", "reverse_tunnel", "reverse_shell")
 
 DEFAULT_PARAMS = {
     "objective": "multi:softprob", "max_depth": 5, "eta": 0.15, "subsample": 0.8,
-    "colsample_bytree": 0.8, "min_child_weight": 1.0, "lambda": 1.0, "tree_method": "hist",
+    "colsample_bytree": 0.5, "min_child_weight": 1.0, "lambda": 1.0, "tree_method": "hist",
     "nthread": 1,
 }
 DEFAULT_ROUNDS = 60
@@ -159,10 +160,13 @@ def split_groups(rows: list[Row], seed: int, test_fraction: float = 0.25) -> tup
 
 
 def summary(rows: list[Row]) -> dict:
-    flows = {flow_id(r): r for r in rows}
+    """Counts of distinct flows (a corpus flow replayed at several clock stretches counts once)."""
+    copies = {flow_id(r): r for r in rows}
+    flows = {(r.source, r.file.split("@x")[0], r.flow): r for r in rows}
     return {
         "rows": len(rows),
         "flows": len(flows),
+        "flow_copies": len(copies),
         "flows_per_class": dict(sorted(Counter(r.label for r in flows.values()).items())),
         "groups": len({r.group for r in rows}),
         "scenarios": len({r.scenario for r in rows}),

@@ -41,7 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout", action="append", default=[], metavar="GLOB",
                    help="scenario glob kept out of the evaluation model entirely (unseen-scenario test)")
     p.add_argument("--loso", action="store_true", help="leave-one-source-out evaluation on --shared-pcaps")
-    p.add_argument("--time-scales", default="1", metavar="LIST",
+    p.add_argument("--loso-seeds", default="", metavar="LIST",
+                   help="also repeat the leave-one-source-out evaluation with these seeds (spread of the result)")
+    p.add_argument("--benign-weight", type=float, default=2.0, help="weight of the benign class (default 2)")
+    p.add_argument("--time-scales", default="1,5,25,60", metavar="LIST",
                    help="comma-separated clock stretch factors applied to corpus captures (e.g. 1,5,25): "
                         "the corpus runs faster than life; every class is stretched alike")
     p.add_argument("--exclude-features", default=",".join(DEFAULT_EXCLUDE), metavar="GLOBS",
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         return _fail("--threshold/--early: not a number")
     exclude = [g for g in args.exclude_features.split(",") if g.strip()]
+    cw = {"benign": args.benign_weight}
     say("%d rows, %s" % (len(rows), training.summary(rows)["flows_per_class"]))
 
     # held-out evaluation: groups, plus whole scenarios named by --holdout
@@ -117,12 +121,13 @@ def run(args: argparse.Namespace) -> int:
     test_rows = [r for r in seen if r.group in test_groups]
     evaluation = {"test_groups": sorted(test_groups), "holdout": args.holdout}
     if train_rows and len(training.classes_of(train_rows)) == len(classes):
-        eval_model = training.ensemble_of(training.fit(train_rows, classes, args.seed, rounds, exclude=exclude))
+        eval_model = training.ensemble_of(training.fit(train_rows, classes, args.seed, rounds, exclude=exclude, class_weight=cw))
         for sig in (True, False):
             tag = "signatures_on" if sig else "signatures_off"
             pred = training.predict_flows(eval_model, test_rows, classes, thresholds, sig, **_early(early))
             evaluation["heldout_" + tag] = {"end": training.metrics(pred, classes, "end"),
-                                            "any_checkpoint": training.metrics(pred, classes, "any")}
+                                            "any_checkpoint": training.metrics(pred, classes, "any"),
+                                            "per_scenario": _per_scenario(pred)}
             if unseen_rows:
                 pred = training.predict_flows(eval_model, unseen_rows, classes, thresholds, sig, **_early(early))
                 evaluation["unseen_" + tag] = {"end": training.metrics(pred, classes, "end"),
@@ -131,15 +136,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         say("too few groups for a held-out evaluation (every class needs two or more groups)")
     if args.loso and shared_rows:
-        evaluation["leave_one_source_out"] = _loso(rows, classes, thresholds, args.seed, rounds, say, exclude, early)
+        evaluation["leave_one_source_out"] = _loso(rows, classes, thresholds, args.seed, rounds, say, exclude, early, cw)
+        seeds = [int(v) for v in args.loso_seeds.split(",") if v.strip()]
+        if seeds:
+            evaluation["leave_one_source_out_seeds"] = {
+                str(seed): _loso(rows, classes, thresholds, seed, rounds, say, exclude, early, cw) for seed in seeds}
 
-    booster = training.fit(rows, classes, args.seed, rounds, exclude=exclude)
+    booster = training.fit(rows, classes, args.seed, rounds, exclude=exclude, class_weight=cw)
     name = args.name or Path(args.out).name
     meta = {
         "data": training.summary(rows),
         "corpora": [str(c) for c in corpora],
         "shared_pcaps": args.shared_pcaps,
-        "training": {"seed": args.seed, "rounds": rounds, "params": training.DEFAULT_PARAMS,
+        "training": {"seed": args.seed, "rounds": rounds, "params": training.DEFAULT_PARAMS, "class_weight": cw,
                      "time_scales": list(scales), "excluded_features": exclude,
                      "signature_augmentation": True, "seconds": round(time.time() - started, 1)},
         "metrics": evaluation,
@@ -158,10 +167,12 @@ def run(args: argparse.Namespace) -> int:
 def _per_scenario(pred: dict) -> dict:
     out: dict[str, dict] = {}
     for v in pred.values():
-        rec = out.setdefault(v["scenario"], {"label": v["label"], "flows": 0, "end_correct": 0, "any_flagged": 0})
+        rec = out.setdefault(v["scenario"], {"label": v["label"], "flows": 0, "end_correct": 0, "any_flagged": 0,
+                                             "end_classes": {}})
         rec["flows"] += 1
         rec["end_correct"] += v["end"] == v["label"]
         rec["any_flagged"] += v["any"] != "benign"
+        rec["end_classes"][v["end"]] = rec["end_classes"].get(v["end"], 0) + 1
     return dict(sorted(out.items()))
 
 
@@ -169,7 +180,7 @@ def _early(early: dict) -> dict:
     return {"early_packets": early["packets"], "early_threshold": early["threshold"]}
 
 
-def _loso(rows, classes, thresholds, seed, rounds, say, exclude, early) -> dict:
+def _loso(rows, classes, thresholds, seed, rounds, say, exclude, early, cw) -> dict:
     """Leave one shared capture source out: train on everything else (minus any flow that
     also occurs in the held-out source: nDPI and peafowl ship the same mining flows),
     score the held-out source with signatures off."""
@@ -182,7 +193,7 @@ def _loso(rows, classes, thresholds, seed, rounds, say, exclude, early) -> dict:
         train = [r for r in rows if r.source != src and r.flow not in held_flows]
         if len(training.classes_of(train)) < len(classes):
             continue
-        ens = training.ensemble_of(training.fit(train, classes, seed, rounds, exclude=exclude))
+        ens = training.ensemble_of(training.fit(train, classes, seed, rounds, exclude=exclude, class_weight=cw))
         pred = training.predict_flows(ens, held, classes, thresholds, False, **_early(early))
         mining = [v for v in pred.values() if v["label"] == "mining"]
         benign = [v for v in pred.values() if v["label"] == "benign"]
@@ -195,7 +206,7 @@ def _loso(rows, classes, thresholds, seed, rounds, say, exclude, early) -> dict:
             "benign_flagged_any": sum(v["any"] != "benign" for v in benign),
             "removed_duplicate_flows": len({training.flow_id(r) for r in rows if r.source != src and r.flow in held_flows}),
         }
-        say("loso %s: %s" % (src, out[src]))
+        say("loso seed %d %s: %s" % (seed, src, out[src]))
     return out
 
 
@@ -246,11 +257,13 @@ def _card(name: str, classes, thresholds, meta: dict, early: dict) -> str:
            " (works with signatures off); corpus clocks stretched by %s; features not used: %s" % (
                meta["training"]["seed"], meta["training"]["rounds"], json.dumps(meta["training"]["params"]),
                meta["training"]["time_scales"], ", ".join(meta["training"]["excluded_features"]) or "none"),
-           "- data: %d flows (%s), %d groups, %d scenarios, sources %s" % (
-               d["flows"], json.dumps(d["flows_per_class"]), d["groups"], d["scenarios"],
+           "- data: %d distinct flows (%d with the stretched copies; per class: %s), %d groups, %d scenarios,"
+           " sources %s" % (
+               d["flows"], d["flow_copies"], json.dumps(d["flows_per_class"]), d["groups"], d["scenarios"],
                json.dumps(d["flows_per_source"])),
            "- the shipped model is trained on all rows; the numbers below come from models trained"
-           " without the evaluated groups.", ""]
+           " without the evaluated groups. Corpus flows are counted once per clock stretch (%d copies"
+           " of each); real captures once." % len(meta["training"]["time_scales"]), ""]
     for key, title in (("heldout_signatures_on", "Held-out groups, signatures on"),
                        ("heldout_signatures_off", "Held-out groups, signatures off (classifier alone)"),
                        ("unseen_signatures_on", "Unseen scenarios (--holdout), signatures on"),
@@ -260,11 +273,12 @@ def _card(name: str, classes, thresholds, meta: dict, early: dict) -> str:
                     "Flagged at any checkpoint (what an enforcing policy would act on):", "",
                     _metrics_table(ev[key]["any_checkpoint"], classes), ""]
             if "per_scenario" in ev[key]:
-                out += ["| scenario | label | flows | correct at end | flagged at any checkpoint |",
-                        "|---|---|---|---|---|"]
+                out += ["| scenario | label | flows | correct at end | flagged (non-benign) at any checkpoint |"
+                        " classes at end |", "|---|---|---|---|---|---|"]
                 for s, v in ev[key]["per_scenario"].items():
-                    out.append("| %s | %s | %d | %d | %d |" % (s, v["label"], v["flows"], v["end_correct"],
-                                                               v["any_flagged"]))
+                    out.append("| %s | %s | %d | %d | %d | %s |" % (
+                        s, v["label"], v["flows"], v["end_correct"], v["any_flagged"],
+                        ", ".join("%s %d" % kv for kv in sorted(v.get("end_classes", {}).items()))))
                 out.append("")
     if "test_groups" in ev:
         out += ["Held-out groups: %s" % ", ".join(ev["test_groups"]) or "-", ""]
@@ -273,6 +287,20 @@ def _card(name: str, classes, thresholds, meta: dict, early: dict) -> str:
                 "Each row: a model trained on the corpus and the other sources (flows that also occur in the"
                 " held-out source removed), scoring the held-out source with the detectors switched off.", "",
                 _loso_table(ev["leave_one_source_out"]), ""]
+        if "leave_one_source_out_seeds" in ev:
+            out += ["The same evaluation with other seeds (how much of the above is luck):", "",
+                    "| seed | " + " | ".join("%s mining flagged (end/any of n)" % s
+                                            for s in ev["leave_one_source_out"] if ev["leave_one_source_out"][s]["mining_flows"])
+                    + " | benign flagged (end/any of n), all sources |",
+                    "|---|" + "---|" * (1 + sum(1 for v in ev["leave_one_source_out"].values() if v["mining_flows"]))]
+            for seed, res in ev["leave_one_source_out_seeds"].items():
+                cells = ["%d/%d of %d" % (v["mining_flagged_end"], v["mining_flagged_any"], v["mining_flows"])
+                         for v in res.values() if v["mining_flows"]]
+                b_end = sum(v["benign_flagged_end"] for v in res.values())
+                b_any = sum(v["benign_flagged_any"] for v in res.values())
+                b_n = sum(v["benign_flows"] for v in res.values())
+                out.append("| %s | %s | %d/%d of %d |" % (seed, " | ".join(cells), b_end, b_any, b_n))
+            out.append("")
     out += ["## Limits", "",
             "- The generated corpus comes from emulators and real programs on one Linux host in network"
             " namespaces, with timing scaled down (seconds instead of minutes); real networks add latency,"

@@ -59,7 +59,8 @@ def corpus(tmp_path_factory):
 
 def test_train_writes_a_bundle_with_heldout_metrics(corpus, tmp_path):
     out = tmp_path / "m"
-    assert main(["train", "--corpus", str(corpus), "--out", str(out), "--seed", "3", "--rounds", "10", "-q"]) == 0
+    assert main(["train", "--corpus", str(corpus), "--out", str(out), "--seed", "3", "--rounds", "10",
+                 "--time-scales", "1", "-q"]) == 0
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["classes"] == ["benign", "mining"]
     assert meta["data"]["flows_per_class"] == {"benign": 20, "mining": 20}
