@@ -47,6 +47,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="models/default")
     ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--replay", nargs="*", default=[], metavar="PCAP",
+                    help="also time engine replays of these captures with and without the classifier")
     args = ap.parse_args()
     path = Path(args.model)
     if not (path / "metadata.json").is_file():
@@ -111,7 +113,30 @@ def main() -> None:
         "max_abs_prob_diff": diff,
         "mean_fast_us": round(statistics.mean(fast) * 1e6, 1),
     }
+    if args.replay:
+        out["replay"] = _replay(args.replay, clf)
     print(json.dumps(out, indent=1))
+
+
+def _replay(paths, clf) -> dict:
+    """Engine time per packet over the captures: no classifier vs the classifier (signatures off)."""
+    from egress.config import EngineConfig
+    from egress.drivers.pcap import iter_capture_paths, read_capture
+    from egress.engine import Engine
+    packets = [raw for p in iter_capture_paths(paths) for raw in read_capture(p)]
+    res = {"packets": len(packets)}
+    for name, c in (("engine_us_per_packet_no_model", None), ("engine_us_per_packet_with_model", clf)):
+        best = float("inf")
+        for _ in range(3):
+            engine = Engine(EngineConfig(signatures=False), classifier=c)
+            t0 = time.perf_counter()
+            for raw in packets:
+                engine.process(raw)
+            engine.flush()
+            best = min(best, time.perf_counter() - t0)
+        res[name] = round(best / len(packets) * 1e6, 2)
+        res[name.replace("us_per_packet", "flows")] = engine.counters["flows"]
+    return res
 
 
 if __name__ == "__main__":
