@@ -70,7 +70,7 @@ class FlowClassifier:
             plen = payload_len(pkt)
         acc.add(pkt.ts, direction, plen, pkt.flags, pkt.window)
         due = pkt.ts >= acc.due
-        if due or (acc.n[0] + acc.n[1]) in self._checks.counts:
+        if due or (acc.s[0][0] + acc.s[1][0]) in self._checks.counts:   # packets so far (Accumulator.packets)
             if due:
                 acc.due = flow.start + self._checks.next_age(pkt.ts - flow.start)
             self.score(flow)
@@ -85,7 +85,7 @@ class FlowClassifier:
     def score(self, flow, final: bool = False) -> dict:
         probs = self._ensemble.predict_proba(np.asarray(vector(flow), dtype=np.float32))
         acc = flow.features
-        early = not final and acc is not None and acc.n[0] + acc.n[1] < self._early_packets
+        early = not final and acc is not None and acc.packets() < self._early_packets
         flow.ml = self.result(probs, early)
         self.scored += 1
         return flow.ml
@@ -127,7 +127,7 @@ class FeatureRecorder:
         if pkt.truncated:
             plen = payload_len(pkt)
         acc.add(pkt.ts, direction, plen, pkt.flags, pkt.window)
-        n = acc.n[0] + acc.n[1]
+        n = acc.packets()
         due = pkt.ts >= acc.due
         if due or n in self._checks.counts:
             if due:

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="corpus directory with labels.tsv and its captures (repeatable)")
     p.add_argument("--shared-pcaps", metavar="DIR", help="real captures with MANIFEST.tsv/FLOWS.tsv labels")
     p.add_argument("--generate-corpus", metavar="DIR", help="first generate a corpus into DIR (root, netns)")
-    p.add_argument("--scale", choices=("small", "full"), default="small", help="corpus size when generating")
+    p.add_argument("--scale", choices=("tiny", "small", "full"), default="small", help="corpus size when generating")
     p.add_argument("--out", required=True, metavar="DIR", help="model bundle directory, e.g. models/default")
     p.add_argument("--name", help="model name (default: the --out directory's name)")
     p.add_argument("--seed", type=int, default=1)

@@ -27,6 +27,43 @@ MIN_GAP = 0.03      # seconds: a pause shorter than this never splits a burst
 MIN_IDLE = 0.25     # seconds: a pause shorter than this is never an idle period
 
 
+# Indexes into each direction's counter list (Accumulator.s[d]): one list per direction
+# instead of two dozen two-element lists keeps a tracked flow's state near 1.5 KB.
+N = 0
+PN = 1
+PB = 2
+SQ = 3
+SMAX = 4
+IAT_LAST = 5
+IAT_N = 6
+IAT_S = 7
+IAT_Q = 8
+PSH_N = 9
+WIN0 = 10
+BN = 11
+BSUM = 12
+BSQ = 13
+BMAX = 14
+BL = 15
+BI_N = 16
+BI_S = 17
+BI_Q = 18
+PUSH = 19
+IDLE_INIT = 20
+LATE_BIG = 21
+LB = 22
+REP = 23
+_N_DIR = 24
+
+
+def _fresh() -> list:
+    row = [0] * _N_DIR
+    for i in (SQ, IAT_S, IAT_Q, BSQ, BI_S, BI_Q):
+        row[i] = 0.0
+    row[IAT_LAST] = row[BL] = -1.0
+    return row
+
+
 def thresholds(rtt: float) -> tuple[float, float]:
     """(burst gap, idle gap) for a flow whose handshake round trip took `rtt` seconds."""
     return max(MIN_GAP, 2.0 * rtt), max(MIN_IDLE, 10.0 * rtt)
@@ -43,15 +80,13 @@ def _mean_cv(n: int, s: float, q: float) -> tuple[float, float]:
 
 class Accumulator:
     __slots__ = (
-        "proto", "t0", "tl", "n", "pn", "pb", "sq", "smax", "first",
-        "iat_last", "iat_n", "iat_s", "iat_q",
-        "psh", "syn", "synack", "fin", "rst", "zwin", "win0", "t_syn", "gap", "idle",
+        "proto", "t0", "tl", "s", "first",
+        "syn", "synack", "fin", "rst", "zwin", "t_syn", "gap", "idle",
         # the open burst
         "bd", "bs", "be", "bb",
         # closed bursts
-        "k", "bn", "bsum", "bsq", "bmax", "bl", "bi_n", "bi_s", "bi_q",
-        "pd", "pe", "pbb", "push", "idle_init", "idle_n", "idle_s", "idle_max",
-        "alt", "ex_n", "ex_req", "ex_resp", "ex_small", "ex_lat", "late_n", "late_big", "lb", "rep",
+        "k", "pd", "pe", "pbb", "idle_n", "idle_s", "idle_max",
+        "alt", "ex_n", "ex_req", "ex_resp", "ex_small", "ex_lat", "late_n",
         # scratch for the classifier (next scoring time); not a feature
         "due",
     )
@@ -60,42 +95,23 @@ class Accumulator:
         self.proto = proto
         self.t0 = -1.0
         self.tl = 0.0
-        self.n = [0, 0]          # packets per direction
-        self.pn = [0, 0]         # payload packets
-        self.pb = [0, 0]         # payload bytes
-        self.sq = [0.0, 0.0]     # sum of squared payload sizes
-        self.smax = [0, 0]
+        # per-direction counters: s[0] toward the server, s[1] toward the client (see the indexes above)
+        self.s = (_fresh(), _fresh())
         self.first: list[int] = []
-        self.iat_last = [-1.0, -1.0]
-        self.iat_n = [0, 0]
-        self.iat_s = [0.0, 0.0]
-        self.iat_q = [0.0, 0.0]
-        self.psh = [0, 0]
         self.syn = 0
         self.synack = 0
         self.fin = 0
         self.rst = 0
         self.zwin = 0
-        self.win0 = [0, 0]
         self.t_syn = -1.0
         self.gap, self.idle = thresholds(0.0)
         self.bd = -1
         self.bs = self.be = 0.0
         self.bb = 0
         self.k = 0
-        self.bn = [0, 0]
-        self.bsum = [0, 0]
-        self.bsq = [0.0, 0.0]
-        self.bmax = [0, 0]
-        self.bl = [-1.0, -1.0]
-        self.bi_n = [0, 0]
-        self.bi_s = [0.0, 0.0]
-        self.bi_q = [0.0, 0.0]
         self.pd = -1
         self.pe = 0.0
         self.pbb = 0
-        self.push = [0, 0]
-        self.idle_init = [0, 0]
         self.idle_n = 0
         self.idle_s = 0.0
         self.idle_max = 0.0
@@ -106,40 +122,37 @@ class Accumulator:
         self.ex_small = 0
         self.ex_lat = 0.0
         self.late_n = 0
-        self.late_big = [0, 0]
-        self.lb = [0, 0]         # size of the previous burst each way
-        self.rep = [0, 0]        # bursts that repeat the previous one's size (fixed-size messages)
         self.due = 0.0
 
     # -- per packet ---------------------------------------------------------------------
 
     def add(self, ts: float, d: int, plen: int, flags: int = 0, win: int = 0) -> None:
-        n = self.n
+        st = self.s[d]
         if self.t0 < 0.0:
             self.t0 = ts
-        n[d] += 1
+        st[N] += 1
         self.tl = ts
         if flags:
             if flags & 0x07 or not win:
                 self._tcp_rare(ts, d, flags, win)
             if flags & PSH:
-                self.psh[d] += 1
+                st[PSH_N] += 1
         if plen <= 0:
             return
-        self.pn[d] += 1
-        self.pb[d] += plen
-        self.sq[d] += plen * plen
-        if plen > self.smax[d]:
-            self.smax[d] = plen
+        st[PN] += 1
+        st[PB] += plen
+        st[SQ] += plen * plen
+        if plen > st[SMAX]:
+            st[SMAX] = plen
         if len(self.first) < FIRST_N:
             self.first.append(plen if d == 0 else -plen)
-        last = self.iat_last[d]
+        last = st[IAT_LAST]
         if last >= 0.0:
             dt = ts - last
-            self.iat_n[d] += 1
-            self.iat_s[d] += dt
-            self.iat_q[d] += dt * dt
-        self.iat_last[d] = ts
+            st[IAT_N] += 1
+            st[IAT_S] += dt
+            st[IAT_Q] += dt * dt
+        st[IAT_LAST] = ts
         if d == self.bd and ts - self.be <= self.gap:
             self.be = ts
             self.bb += plen
@@ -154,13 +167,13 @@ class Accumulator:
         if flags & SYN:
             if flags & ACK:
                 if not self.synack:
-                    self.win0[d] = win
+                    self.s[d][WIN0] = win
                     if self.t_syn >= 0.0:
                         self.gap, self.idle = thresholds(ts - self.t_syn)
                 self.synack += 1
             else:
                 if not self.syn:
-                    self.win0[d] = win
+                    self.s[d][WIN0] = win
                     self.t_syn = ts
                 self.syn += 1
         if flags & FIN:
@@ -172,22 +185,23 @@ class Accumulator:
 
     def _close_burst(self) -> None:
         d, b, s = self.bd, self.bb, self.bs
-        self.bn[d] += 1
-        self.bsum[d] += b
-        self.bsq[d] += b * b
-        if b > self.bmax[d]:
-            self.bmax[d] = b
-        prev = self.lb[d]
+        st = self.s[d]
+        st[BN] += 1
+        st[BSUM] += b
+        st[BSQ] += b * b
+        if b > st[BMAX]:
+            st[BMAX] = b
+        prev = st[LB]
         if prev and abs(b - prev) <= max(4.0, REPEAT_TOLERANCE * b):
-            self.rep[d] += 1
-        self.lb[d] = b
-        last = self.bl[d]
+            st[REP] += 1
+        st[LB] = b
+        last = st[BL]
         if last >= 0.0:
             iv = s - last
-            self.bi_n[d] += 1
-            self.bi_s[d] += iv
-            self.bi_q[d] += iv * iv
-        self.bl[d] = s
+            st[BI_N] += 1
+            st[BI_S] += iv
+            st[BI_Q] += iv * iv
+        st[BL] = s
         pd = self.pd
         if pd >= 0:
             pause = s - self.pe
@@ -196,9 +210,9 @@ class Accumulator:
                 self.idle_s += pause
                 if pause > self.idle_max:
                     self.idle_max = pause
-                self.idle_init[d] += 1
+                self.s[d][IDLE_INIT] += 1
             if pd == d:
-                self.push[d] += 1
+                self.s[d][PUSH] += 1
             else:
                 self.alt += 1
                 if d == 1:
@@ -212,7 +226,7 @@ class Accumulator:
         if self.k >= LATE_BURST_INDEX:
             self.late_n += 1
             if b >= BIG_BURST:
-                self.late_big[d] += 1
+                self.s[d][LATE_BIG] += 1
         self.k += 1
         self.pd = d
         self.pe = self.be
@@ -220,12 +234,16 @@ class Accumulator:
 
     # -- at checkpoints -------------------------------------------------------------------
 
+    def packets(self) -> int:
+        return self.s[0][N] + self.s[1][N]
+
     def snapshot(self) -> "Accumulator":
         """A copy with the open burst closed (the state is left as it is)."""
         c = Accumulator.__new__(Accumulator)
         for name in Accumulator.__slots__:
-            v = getattr(self, name)
-            setattr(c, name, v[:] if type(v) is list else v)
+            setattr(c, name, getattr(self, name))
+        c.s = (self.s[0][:], self.s[1][:])
+        c.first = self.first[:]
         if c.bd >= 0:
             c._close_burst()
             c.bd = -1
@@ -236,31 +254,31 @@ class Accumulator:
         a = self.snapshot()
         out: list[float] = []
         put = out.append
-        pkts = a.n[0] + a.n[1]
-        pay = a.pb[0] + a.pb[1]
+        pkts = a.s[0][N] + a.s[1][N]
+        pay = a.s[0][PB] + a.s[1][PB]
         duration = a.tl - a.t0 if a.t0 >= 0.0 else 0.0
         dur = duration if duration > 1e-3 else 1e-3
 
         # volume and sizes (each per-direction group: toserver then toclient)
         for d in (0, 1):
-            put(a.n[d])
+            put(a.s[d][N])
         for d in (0, 1):
-            put(a.pn[d])
+            put(a.s[d][PN])
         for d in (0, 1):
-            put(a.pb[d])
+            put(a.s[d][PB])
         means, cvs = [], []
         for d in (0, 1):
-            m, cv = _mean_cv(a.pn[d], a.pb[d], a.sq[d])
+            m, cv = _mean_cv(a.s[d][PN], a.s[d][PB], a.s[d][SQ])
             means.append(m)
             cvs.append(cv * m)                      # the standard deviation
         out.extend(means)
         out.extend(cvs)
         for d in (0, 1):
-            put(a.smax[d])
+            put(a.s[d][SMAX])
         for d in (0, 1):
-            put((a.n[d] - a.pn[d]) / a.n[d] if a.n[d] else 0.0)
-        put(a.n[0] / pkts if pkts else 0.0)
-        put(a.pb[0] / pay if pay else 0.0)
+            put((a.s[d][N] - a.s[d][PN]) / a.s[d][N] if a.s[d][N] else 0.0)
+        put(a.s[0][N] / pkts if pkts else 0.0)
+        put(a.s[0][PB] / pay if pay else 0.0)
 
         # who speaks first; first payload sizes
         put(1.0 if a.first and a.first[0] > 0 else 0.0)
@@ -272,7 +290,7 @@ class Accumulator:
         put(duration)
         put(pay / dur)
         put(pkts * 60.0 / dur)
-        iat = [_mean_cv(a.iat_n[d], a.iat_s[d], a.iat_q[d]) for d in (0, 1)]
+        iat = [_mean_cv(a.s[d][IAT_N], a.s[d][IAT_S], a.s[d][IAT_Q]) for d in (0, 1)]
         put(iat[0][0])
         put(iat[1][0])
         put(iat[0][1])
@@ -282,28 +300,28 @@ class Accumulator:
         put(a.idle_n * 60.0 / dur)
 
         # bursts
-        burst = [_mean_cv(a.bn[d], a.bsum[d], a.bsq[d]) for d in (0, 1)]
-        interval = [_mean_cv(a.bi_n[d], a.bi_s[d], a.bi_q[d]) for d in (0, 1)]
-        idle_inits = a.idle_init[0] + a.idle_init[1]
+        burst = [_mean_cv(a.s[d][BN], a.s[d][BSUM], a.s[d][BSQ]) for d in (0, 1)]
+        interval = [_mean_cv(a.s[d][BI_N], a.s[d][BI_S], a.s[d][BI_Q]) for d in (0, 1)]
+        idle_inits = a.s[0][IDLE_INIT] + a.s[1][IDLE_INIT]
         for d in (0, 1):
-            put(a.bn[d])
+            put(a.s[d][BN])
         for d in (0, 1):
             put(burst[d][0])
         for d in (0, 1):
             put(burst[d][1])
         for d in (0, 1):
-            put(a.bmax[d])
+            put(a.s[d][BMAX])
         for d in (0, 1):
             put(interval[d][0])
         for d in (0, 1):
             put(interval[d][1])
         for d in (0, 1):
-            put(a.push[d] / a.bn[d] if a.bn[d] else 0.0)
+            put(a.s[d][PUSH] / a.s[d][BN] if a.s[d][BN] else 0.0)
         for d in (0, 1):
-            put(a.idle_init[d] / idle_inits if idle_inits else 0.0)
+            put(a.s[d][IDLE_INIT] / idle_inits if idle_inits else 0.0)
         for d in (0, 1):
-            put(a.rep[d] / (a.bn[d] - 1) if a.bn[d] > 1 else 0.0)
-        bursts = a.bn[0] + a.bn[1]
+            put(a.s[d][REP] / (a.s[d][BN] - 1) if a.s[d][BN] > 1 else 0.0)
+        bursts = a.s[0][BN] + a.s[1][BN]
         put(a.alt / (bursts - 1) if bursts > 1 else 0.0)
         put(a.ex_n)
         req = a.ex_req / a.ex_n if a.ex_n else 0.0
@@ -316,9 +334,9 @@ class Accumulator:
 
         # nested shape
         for d in (0, 1):
-            put(a.late_big[d])
+            put(a.s[d][LATE_BIG])
         put(a.late_n)
-        put((a.late_big[0] + a.late_big[1]) / a.late_n if a.late_n else 0.0)
+        put((a.s[0][LATE_BIG] + a.s[1][LATE_BIG]) / a.late_n if a.late_n else 0.0)
 
         # TCP
         put(1.0 if a.proto == 6 else 0.0)
@@ -329,9 +347,9 @@ class Accumulator:
         put(a.rst)
         put(a.zwin)
         for d in (0, 1):
-            put(a.psh[d] / a.n[d] if a.n[d] else 0.0)
+            put(a.s[d][PSH_N] / a.s[d][N] if a.s[d][N] else 0.0)
         for d in (0, 1):
-            put(a.win0[d])
+            put(a.s[d][WIN0])
 
         out.extend(signature_values(app_proto, categories))
         assert len(out) == N_FEATURES
