@@ -47,7 +47,7 @@ def _corpus(root, seed=0, groups=4, per_group=5):
             for k in range(per_group):
                 packets += make(rng, g * per_group + k)
             write_pcap(root / name, sorted(packets), linktype=101)
-            lines.append("%s\t*\t%s\t%s\t%s-%d" % (name, label, "synthetic-" + label, label, g))
+            lines.append("%s\t*\t%s\tsynthetic-%s-%d\t%s-%d" % (name, label, label, g, label, g))
     (root / "labels.tsv").write_text("\n".join(lines) + "\n")
     return root
 
@@ -97,3 +97,28 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert main(["train", "--corpus", str(tmp_path), "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("egress: train:") and "missing columns" in err and "\n" not in err
+
+
+def test_holdout_scenarios_are_kept_out_and_reported(corpus, tmp_path):
+    out = tmp_path / "m"
+    assert main(["train", "--corpus", str(corpus), "--out", str(out), "--rounds", "20", "--time-scales", "1",
+                 "--holdout", "synthetic-mining-3", "-q"]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    unseen = meta["metrics"]["unseen_signatures_off"]
+    assert list(unseen["per_scenario"]) == ["synthetic-mining-3"]
+    assert unseen["per_scenario"]["synthetic-mining-3"]["flows"] == 5
+    assert unseen["end"]["mining"]["flows"] == 5
+    # the held-out group split ignores the unseen scenario
+    assert "mining-3" not in meta["metrics"]["test_groups"]
+    assert "Unseen scenarios" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_leave_one_source_out_on_the_shared_captures(shared_pcaps, tmp_path):
+    out = tmp_path / "m"
+    assert main(["train", "--shared-pcaps", str(shared_pcaps), "--out", str(out), "--rounds", "10", "--loso",
+                 "-q"]) == 0
+    loso = json.loads((out / "metadata.json").read_text())["metrics"]["leave_one_source_out"]
+    assert set(loso) == {"shared:joy", "shared:ndpi", "shared:peafowl", "shared:sv"}
+    # nDPI and peafowl ship the same mining flows: they are removed from training when either is held out
+    assert loso["shared:peafowl"]["removed_duplicate_flows"] == 4 and loso["shared:peafowl"]["mining_flows"] == 5
+    assert "Leave one real capture source out" in (out / "MODEL_CARD.md").read_text()
