@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loso", action="store_true", help="leave-one-source-out evaluation on --shared-pcaps")
     p.add_argument("--loso-seeds", default="", metavar="LIST",
                    help="also repeat the leave-one-source-out evaluation with these seeds (spread of the result)")
+    p.add_argument("--fresh-corpus", action="append", default=[], metavar="DIR",
+                   help="a corpus generated separately (another seed) to score the shipped model on: fresh"
+                        " captures of the same scenarios, never used in training")
     p.add_argument("--benign-weight", type=float, default=2.0, help="weight of the benign class (default 2)")
     p.add_argument("--time-scales", default="1,5,25,60", metavar="LIST",
                    help="comma-separated clock stretch factors applied to corpus captures (e.g. 1,5,25): "
@@ -143,6 +146,22 @@ def run(args: argparse.Namespace) -> int:
                 str(seed): _loso(rows, classes, thresholds, seed, rounds, say, exclude, early, cw) for seed in seeds}
 
     booster = training.fit(rows, classes, args.seed, rounds, exclude=exclude, class_weight=cw)
+    if args.fresh_corpus:
+        fresh = []
+        try:
+            for root in (Path(c) for c in args.fresh_corpus):
+                fresh += dataset.labelled_rows(root, dataset.read_labels(root / "labels.tsv"), "fresh:" + root.name,
+                                               log=say, time_scales=scales, workers=args.workers)
+        except (OSError, ValueError) as exc:
+            return _fail(exc)
+        final = training.ensemble_of(booster)
+        for sig in (True, False):
+            tag = "signatures_on" if sig else "signatures_off"
+            pred = training.predict_flows(final, fresh, classes, thresholds, sig, **_early(early))
+            evaluation["fresh_" + tag] = {"end": training.metrics(pred, classes, "end"),
+                                          "any_checkpoint": training.metrics(pred, classes, "any"),
+                                          "per_scenario": _per_scenario(pred)}
+        evaluation["fresh_corpora"] = [str(c) for c in args.fresh_corpus]
     name = args.name or Path(args.out).name
     meta = {
         "data": training.summary(rows),
@@ -225,7 +244,8 @@ def _metrics_table(m: dict, classes) -> str:
 
 def _metrics_text(ev: dict, classes) -> str:
     parts = []
-    for key in ("heldout_signatures_on", "heldout_signatures_off", "unseen_signatures_on", "unseen_signatures_off"):
+    for key in ("heldout_signatures_on", "heldout_signatures_off", "unseen_signatures_on", "unseen_signatures_off",
+                "fresh_signatures_off"):
         if key in ev:
             parts.append("%s (class at flow end):\n%s" % (key, _metrics_table(ev[key]["end"], classes)))
     if "leave_one_source_out" in ev:
@@ -267,7 +287,9 @@ def _card(name: str, classes, thresholds, meta: dict, early: dict) -> str:
     for key, title in (("heldout_signatures_on", "Held-out groups, signatures on"),
                        ("heldout_signatures_off", "Held-out groups, signatures off (classifier alone)"),
                        ("unseen_signatures_on", "Unseen scenarios (--holdout), signatures on"),
-                       ("unseen_signatures_off", "Unseen scenarios (--holdout), signatures off")):
+                       ("unseen_signatures_off", "Unseen scenarios (--holdout), signatures off"),
+                       ("fresh_signatures_off", "Fresh captures (a corpus generated with another seed), shipped"
+                                                " model, signatures off")):
         if key in ev:
             out += ["## %s" % title, "", "Class at flow end:", "", _metrics_table(ev[key]["end"], classes), "",
                     "Flagged at any checkpoint (what an enforcing policy would act on):", "",
