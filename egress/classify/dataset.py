@@ -49,13 +49,8 @@ class Label:
 
 def flow_text(flow) -> str:
     if flow.client_port or flow.server_port:
-        return "%s %s:%d %s:%d" % (flow.proto_name, _host(flow.src_ip), flow.client_port,
-                                   _host(flow.dest_ip), flow.server_port)
-    return "%s %s %s" % (flow.proto_name, _host(flow.src_ip), _host(flow.dest_ip))
-
-
-def _host(ip: str) -> str:
-    return ip
+        return "%s %s:%d %s:%d" % (flow.proto_name, flow.src_ip, flow.client_port, flow.dest_ip, flow.server_port)
+    return "%s %s %s" % (flow.proto_name, flow.src_ip, flow.dest_ip)
 
 
 def read_labels(path) -> list[Label]:
