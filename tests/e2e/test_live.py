@@ -220,27 +220,29 @@ def test_sighup_reload_changes_verdict_and_invalid_file_keeps_old_policy(lab, tm
     assert {e["dest_port"] for e in gw.events()} >= {7001, 7002}
 
 
-@pytest.mark.parametrize("nat", [False, True], ids=["routed", "masquerade"])
-def test_reload_revokes_a_fast_pathed_connection(lab, tmp_path, nat):
+@pytest.mark.parametrize("nat,v6", [(False, False), (True, False), (False, True)], ids=["routed", "masquerade", "ipv6"])
+def test_reload_revokes_a_fast_pathed_connection(lab, tmp_path, nat, v6):
     """The connmark of a live, fast-pathed connection is rewritten by its full tuple, also
     when the gateway masquerades (conntrack's original tuple is the sandbox's view)."""
-    port = 7003 if not nat else 7013
+    port = 7013 if nat else 7023 if v6 else 7003
+    server = lab.ext6 if v6 else lab.ext4
+    marks = lambda: conntrack_marks(lab, port, family=6 if v6 else 4)
     rules = tmp_path / "revoke.yaml"
     write_rules(rules)
-    start_echo(lab.topo, lab.ext4, port)
+    start_echo(lab.topo, server, port)
     masquerade = ["POSTROUTING", "-o", lab.topo.ext_iface, "-j", "MASQUERADE"]
     if nat:
         lab.topo.run("gw", "iptables", "-w", "-t", "nat", "-A", *masquerade)
     gw = Gateway(lab.topo, lab.workdir, rules=[str(rules)], name="revoke-%s" % nat)
-    client = lab.topo.popen("sbx", [PY, "-c", LONG_CLIENT % (lab.ext4, port)], stdin=subprocess.PIPE,
+    client = lab.topo.popen("sbx", [PY, "-c", LONG_CLIENT % (server, port)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
         # Binary data until every detector has given up and the flow is offloaded.
         for _ in range(40):
             assert echo_line(client, 1000) == "ok"
-            if conntrack_marks(lab, port) == ["0x9000000"]:
+            if marks() == ["0x9000000"]:
                 break
-        assert conntrack_marks(lab, port) == ["0x9000000"]     # the kernel fast path carries it
+        assert marks() == ["0x9000000"]     # the kernel fast path carries it
         if nat:
             # The reply tuple shows the masquerade: ext answers the gateway's address.
             assert "dst=%s sport=%d" % (lab.topo.addr.gw_ext4, port) in lab.topo.run(
@@ -248,7 +250,7 @@ def test_reload_revokes_a_fast_pathed_connection(lab, tmp_path, nat):
         write_rules(rules, "      - name: block-it\n        action: drop\n        ports: [%d]\n" % port)
         gw.hup("egress: reloaded")
         assert "revoked flow" in gw.stderr()
-        assert conntrack_marks(lab, port) == ["0xa000000"]
+        assert marks() == ["0xa000000"]
         assert echo_line(client, 1000) in ("timeout", "TimeoutError")
     finally:
         client.kill()
@@ -283,8 +285,9 @@ def echo_line(client, n: int) -> str:
     return client.stdout.readline().strip()
 
 
-def conntrack_marks(lab, port: int) -> list[str]:
-    out = lab.topo.run("gw", "conntrack", "-L", "-p", "tcp", "--dport", str(port), check=False).stdout
+def conntrack_marks(lab, port: int, family: int = 4) -> list[str]:
+    out = lab.topo.run("gw", "conntrack", "-L", "-f", "ipv%d" % family, "-p", "tcp", "--dport", str(port),
+                       check=False).stdout
     marks = []
     for line in out.splitlines():
         for word in line.split():
