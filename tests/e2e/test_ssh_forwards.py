@@ -78,7 +78,7 @@ def test_ssh_R_tunnel_is_cut_when_the_outside_reaches_back(lab, ssh_lab):
     tunnel = lab.topo.popen("sbx", [*ssh[:-1], "-N", "-R", "9999:127.0.0.1:22", ssh[-1]], stderr=subprocess.DEVNULL)
     try:
         assert wait_port(lab, "ext", 9999)
-        back = lab.topo.run("ext", "timeout", "10", "ssh", "-i", str(d / "user"), "-p", "9999", "-o",
+        back = lab.topo.run("ext", "timeout", "5", "ssh", "-i", str(d / "user"), "-p", "9999", "-o",
                             "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
                             "root@127.0.0.1", "echo", "inside-the-sandbox", check=False, timeout=20)
         assert "inside-the-sandbox" not in back.stdout
