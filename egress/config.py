@@ -24,6 +24,7 @@ class EngineConfig:
     max_out_of_order: int = 32         # out-of-order segments held per direction, then dropped (counted)
     max_datagrams: int = 16            # UDP datagrams per flow handed to the detectors
     max_sizes: int = 64                # first payload packets recorded as (ts, dir, len)
+    max_inspect_packets: int = 96      # payload packets a flow's detectors may wait for, then inspection ends
     max_flows: int = 200_000           # flow table cap; the least recently seen flow is evicted, counted
     timeouts: Timeouts = field(default_factory=Timeouts)
     sweep_interval: float = 1.0        # seconds of packet time between timeout sweeps

@@ -184,3 +184,20 @@ def test_rejudge_after_a_reload_revokes_allowed_flows():
             return Verdict(Action.DROP, Mode.ENFORCE, "lockdown", ("reload",))
     engine.swap_policy(DropAll())
     assert engine.rejudge(2e9) == [flow]
+
+
+def test_inspection_ends_after_its_packet_budget_even_if_a_detector_still_waits():
+    """A detector waiting for a fact that never comes must not keep the flow queued forever."""
+    class Patient(LineDetector):
+        name = "patient"
+        def inspect(self, view):
+            self.calls += 1
+            return NEED_MORE
+    det = Patient()
+    engine = Engine(EngineConfig(max_inspect_packets=5), detectors=[det], observers=[])
+    s = craft.TcpSession(CLIENT, SERVER).handshake()
+    for _ in range(10):
+        s.send(True, b"x" * 10, ack=False)
+    decisions = run(s.packets, engine)
+    assert det.calls == 5
+    assert decisions[-1].offload and decisions[-1].flow.streams is None

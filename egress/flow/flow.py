@@ -37,7 +37,7 @@ class Flow:
         # TCP state
         "state", "syn", "synack", "fin_toserver", "fin_toclient", "rst", "end_reason",
         # inspection
-        "streams", "datagrams", "inspecting", "app_proto", "facts", "detections", "anomalies",
+        "streams", "datagrams", "inspecting", "payload_packets", "app_proto", "facts", "detections", "anomalies",
         # classification, policy
         "features", "ml", "verdict", "verdict_dirty", "packets_allowed", "alerted",
     )
@@ -74,6 +74,7 @@ class Flow:
         self.streams: list | None = None    # [Reassembler toserver, Reassembler toclient] while inspecting
         self.datagrams: list | None = None  # first datagrams of a UDP flow while inspecting
         self.inspecting: list | None = None  # detectors still undecided for this flow
+        self.payload_packets = 0            # payload packets the detectors have been fed
         self.app_proto: str | None = None
         self.facts: dict[str, Any] = {}
         self.detections: list = []

@@ -6,8 +6,11 @@ Guarantees:
   until each one says MATCH or NO_MATCH or its byte budget is spent.
 - A detector that raises is treated as NO_MATCH for that flow and counted in
   `errors` (a bug to fix, never a crash).
-- Once no detector is left for a flow, its buffers are released, so inspection
-  costs memory only while it can still change something.
+- Inspection of a flow ends when no detector is left, or after
+  `max_inspect_packets` payload packets (a stream with a hole that never fills,
+  or a detector waiting for a fact that never comes, must not keep a flow out of
+  the kernel fast path); then its buffers are released, so inspection costs
+  memory only while it can still change something.
 - Detections are merged without duplicates (by category + signature), facts are
   merged (first value wins, so a later packet cannot overwrite what the policy
   already judged; list facts such as DNS answers grow instead, up to
@@ -51,8 +54,13 @@ class InspectStage:
         if not flow.inspecting:
             return False
         payload = pkt.payload
-        if payload and len(flow.sizes) < self.config.max_sizes:
-            flow.sizes.append((pkt.ts, direction, len(payload)))
+        if payload:
+            if flow.payload_packets >= self.config.max_inspect_packets:
+                self.finish(flow)
+                return False
+            flow.payload_packets += 1
+            if len(flow.sizes) < self.config.max_sizes:
+                flow.sizes.append((pkt.ts, direction, len(payload)))
         if flow.streams is not None:
             grew = self._feed_stream(flow, pkt, direction)
         else:
