@@ -58,6 +58,7 @@ class DaemonConfig:
     exception_action: str = "drop"
     install_rules: bool = True
     signatures: bool = True
+    sandbox_api: str | None = None            # HOST:PORT (loopback) or unix:/path for the attribution API
     tick: float = 0.25
 
 
@@ -72,14 +73,9 @@ def load_policy(rules: list[str], sandbox_map: str | None, previous=None):
     learned, e.g. DNS answers). StartupError with one line when anything is invalid."""
     if not rules and not sandbox_map:
         return None
+    from egress.policy import load_policy_engine
     try:
-        from egress.policy import PolicyEngine
-    except ImportError as exc:
-        raise StartupError("policy support is not available: %s" % exc) from None
-    try:
-        if previous is not None and hasattr(previous, "reload"):
-            return previous.reload()
-        return PolicyEngine.load(list(rules), sandbox_map=sandbox_map)
+        return load_policy_engine(list(rules), sandbox_map=sandbox_map, previous=previous)
     except (OSError, ValueError) as exc:
         raise StartupError(one_line(exc)) from None
 
@@ -117,6 +113,7 @@ class Daemon:
         self._want_reload = False
         self._want_stop = False
         self.reloads = {"ok": 0, "failed": 0}
+        self.api = None
 
     # -- start --------------------------------------------------------------------------
 
@@ -131,6 +128,14 @@ class Daemon:
             from egress.engine import Engine
             self.engine = Engine(engine_config, policy=policy, classifier=classifier)
         self.writer = EveWriter(cfg.eve, append=True)
+        if cfg.sandbox_api:
+            if policy is None:
+                raise StartupError("--sandbox-api needs --rules or --sandbox-map")
+            from egress.policy.api import start_api
+            try:
+                self.api = start_api(policy, cfg.sandbox_api, current=lambda: self.engine.policy)
+            except (OSError, ValueError) as exc:
+                raise StartupError("--sandbox-api %s: %s" % (cfg.sandbox_api, one_line(exc))) from None
         metrics_port = None
         if cfg.metrics:
             from egress.metrics import Metrics
@@ -214,6 +219,10 @@ class Daemon:
         self.engine.swap_policy(policy)
         if hasattr(self.engine, "swap_classifier"):
             self.engine.swap_classifier(classifier)
+        if hasattr(self.engine, "inspect"):
+            from egress.inspect.registry import reload_domain_lists
+            for problem in reload_domain_lists(self.engine.inspect.detectors):
+                log.error("egress: reload kept the previous domain list: %s", problem)
         self.revoke_blocked(time.time())
         self.writer.reopen()
         self._write_events()
@@ -264,6 +273,8 @@ class Daemon:
                 self.driver.close()
             if self.writer is not None:
                 self.writer.close()
+            if self.api is not None:
+                self.api.stop()
             self.marker.close()
             log.info("egress: stopped%s", ", rules removed" if removed else "")
 

@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="DIR", help="classifier model bundle")
     p.add_argument("--sandbox-map", metavar="FILE", help="address -> sandbox/episode mapping file")
     p.add_argument("--eve", metavar="FILE", help="EVE JSON output file ('-' for stdout)")
+    p.add_argument("--sandbox-api", metavar="HOST:PORT|unix:PATH",
+                   help="serve the attribution API (register sandboxes/episodes, query violations) on a "
+                        "loopback address or a unix socket")
     p.add_argument("--metrics", default="127.0.0.1:9108", metavar="HOST:PORT",
                    help="Prometheus endpoint (default 127.0.0.1:9108; 'off' for none). A non-loopback "
                         "address gets an INPUT rule dropping the sandbox side's access to it")
@@ -72,7 +75,7 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         sandbox_iface=args.sandbox_iface, sandbox_nets=tuple(args.sandbox_net), mode=args.mode,
         fail_open=args.fail_open, bypass=args.fail_open, gso=args.gso, copy_range=args.copy_range,
         queue_maxlen=args.queue_maxlen, exception_action=args.on_error, install_rules=not args.no_rules,
-        signatures=not args.no_signatures, fast_path=not args.no_fast_path)
+        signatures=not args.no_signatures, fast_path=not args.no_fast_path, sandbox_api=args.sandbox_api)
 
 
 def worker_argv(args: argparse.Namespace, index: int, queue: int) -> list[str]:

@@ -32,3 +32,24 @@ def default_detectors() -> list[Detector]:
     # Reads the facts of the TLS/DNS/HTTP detectors: keep it the LAST line before return.
     from egress.inspect.pool_domain import PoolDomainDetector; detectors.append(PoolDomainDetector())
     return detectors
+
+
+def reload_domain_lists(detectors: list[Detector]) -> list[str]:
+    """SIGHUP: re-read the domain lists the detectors use (rules/pools.txt, rules/tunnels.txt)
+    and swap them in. A bad file keeps its old list; its one-line error is returned."""
+    from egress.inspect import pool_domain, tunnel
+    from egress.inspect.pools import PoolListError
+
+    errors = []
+    problem = pool_domain.reload_pool_lists(detectors)
+    if problem:
+        errors.append(problem)
+    try:
+        tunnels = tunnel.load_tunnel_domains()
+    except PoolListError as exc:
+        errors.append(str(exc))
+    else:
+        for detector in detectors:
+            if isinstance(detector, tunnel.TunnelDetector):
+                detector.swap(tunnels)
+    return errors
