@@ -16,6 +16,7 @@ import argparse
 import fnmatch
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -167,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         "data": training.summary(rows),
         "corpora": [str(c) for c in corpora],
         "shared_pcaps": args.shared_pcaps,
-        "training": {"seed": args.seed, "rounds": rounds, "params": training.DEFAULT_PARAMS, "class_weight": cw,
+        "training": {"command": "egress train " + shlex.join(_argv(args)),
+                     "seed": args.seed, "rounds": rounds, "params": training.DEFAULT_PARAMS, "class_weight": cw,
                      "time_scales": list(scales), "excluded_features": exclude,
                      "signature_augmentation": True, "seconds": round(time.time() - started, 1)},
         "metrics": evaluation,
@@ -181,6 +183,31 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(_metrics_text(evaluation, classes))
     return 0
+
+
+def _argv(args: argparse.Namespace) -> list[str]:
+    """The options this run was given, as a command line (for the model card)."""
+    out = []
+    for c in args.corpus:
+        out += ["--corpus", c]
+    if args.generate_corpus:
+        out += ["--generate-corpus", args.generate_corpus, "--scale", args.scale]
+    for c in args.fresh_corpus:
+        out += ["--fresh-corpus", c]
+    if args.shared_pcaps:
+        out += ["--shared-pcaps", args.shared_pcaps]
+    out += ["--out", args.out, "--seed", str(args.seed), "--time-scales", args.time_scales]
+    if args.name:
+        out += ["--name", args.name]
+    if args.rounds:
+        out += ["--rounds", str(args.rounds)]
+    for h in args.holdout:
+        out += ["--holdout", h]
+    if args.loso:
+        out.append("--loso")
+    if args.loso_seeds:
+        out += ["--loso-seeds", args.loso_seeds]
+    return out
 
 
 def _per_scenario(pred: dict) -> dict:
@@ -281,6 +308,9 @@ def _card(name: str, classes, thresholds, meta: dict, early: dict) -> str:
            " sources %s" % (
                d["flows"], d["flow_copies"], json.dumps(d["flows_per_class"]), d["groups"], d["scenarios"],
                json.dumps(d["flows_per_source"])),
+           "- reproduce: `%s` (same corpora -> same model; corpora come from `python -m egress.corpus generate"
+           " --out DIR --scale S --seed N`, whose captures vary run to run: real programs, real timing)"
+           % meta["training"]["command"],
            "- the shipped model is trained on all rows; the numbers below come from models trained"
            " without the evaluated groups. Corpus flows are counted once per clock stretch (%d copies"
            " of each); real captures once." % len(meta["training"]["time_scales"]), ""]
