@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import struct
 
 from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView
 
@@ -51,9 +52,12 @@ _JA4_VERSIONS = {0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10", 0x0300:
                  0x0002: "s2", 0xFEFF: "d1", 0xFEFD: "d2", 0xFEFC: "d3"}
 
 
+GREASE = frozenset((n << 8) | n for n in range(0x0A, 0x100, 0x10))
+
+
 def is_grease(v: int) -> bool:
     """RFC 8701 GREASE values: 0x?A?A with both bytes equal."""
-    return (v & 0x0F0F) == 0x0A0A and (v >> 8) == (v & 0xFF)
+    return v in GREASE
 
 
 class _Reader:
@@ -84,7 +88,7 @@ class _Reader:
 
 
 def _u16_list(b: bytes) -> list[int]:
-    return [int.from_bytes(b[i:i + 2], "big") for i in range(0, len(b) - 1, 2)]
+    return list(struct.unpack_from(">%dH" % (len(b) // 2), b))
 
 
 def parse_client_hello(body: bytes) -> dict | None:
@@ -158,7 +162,7 @@ def parse_server_hello(body: bytes) -> dict | None:
 
 def ja3_string(h: dict) -> str:
     def j(vals):
-        return "-".join(str(v) for v in vals if not is_grease(v))
+        return "-".join([str(v) for v in vals if v not in GREASE])
     return ",".join((str(h["legacy_version"]), j(h["ciphers"]), j(h["extensions"]), j(h["groups"]),
                      j(h["point_formats"])))
 
@@ -168,10 +172,10 @@ def _sha12(text: str) -> str:
 
 
 def ja4(h: dict, proto: str = "t") -> str:
-    versions = [v for v in h["versions"] if not is_grease(v)]
+    versions = [v for v in h["versions"] if v not in GREASE]
     version = max(versions) if versions else h["legacy_version"]
-    ciphers = [c for c in h["ciphers"] if not is_grease(c)]
-    exts = [e for e in h["extensions"] if not is_grease(e)]
+    ciphers = [c for c in h["ciphers"] if c not in GREASE]
+    exts = [e for e in h["extensions"] if e not in GREASE]
     alpn = h["alpn"][0] if h["alpn"] else ""
     if not alpn:
         alpn_code = "00"
@@ -184,7 +188,7 @@ def ja4(h: dict, proto: str = "t") -> str:
                               min(len(ciphers), 99), min(len(exts), 99), alpn_code)
     b = _sha12(",".join("%04x" % c for c in sorted(ciphers)))
     ext_text = ",".join("%04x" % e for e in sorted(exts) if e not in (EXT_SNI, EXT_ALPN))
-    sigs = [s for s in h["sig_algs"] if not is_grease(s)]
+    sigs = [s for s in h["sig_algs"] if s not in GREASE]
     if sigs:
         ext_text += "_" + ",".join("%04x" % s for s in sigs)
     c = _sha12(ext_text) if exts else "000000000000"
@@ -275,20 +279,25 @@ class TlsDetector:
             to_server, to_client = inner
             if not to_server:
                 return NO_MATCH if view.closed_to_server else NEED_MORE
-        state, hs = _handshake_stream(to_server)
-        if state == "no":
-            return NO_MATCH
-        mstate, body = _first_handshake(hs, 1)
-        if mstate == "no":
-            return NO_MATCH
-        if mstate == "need":
-            if view.closed_to_server or len(to_server) >= self.max_bytes or state == "ok":
+        if "tls.ja3" in view.facts:
+            # An earlier call parsed the ClientHello (its facts are the flow's now): only
+            # the server's answer is left to read.
+            facts = {}
+        else:
+            state, hs = _handshake_stream(to_server)
+            if state == "no":
                 return NO_MATCH
-            return NEED_MORE
-        hello = parse_client_hello(body)
-        if hello is None:
-            return NO_MATCH
-        facts = client_facts(hello, "t")
+            mstate, body = _first_handshake(hs, 1)
+            if mstate == "no":
+                return NO_MATCH
+            if mstate == "need":
+                if view.closed_to_server or len(to_server) >= self.max_bytes or state == "ok":
+                    return NO_MATCH
+                return NEED_MORE
+            hello = parse_client_hello(body)
+            if hello is None:
+                return NO_MATCH
+            facts = client_facts(hello, "t")
         sstate, shs = _handshake_stream(to_client)
         done = False
         if sstate == "no":
