@@ -41,6 +41,7 @@ class Bundle:
     ensemble: TreeEnsemble
     early_packets: int = 0            # before this many packets (and not at flow end) a class needs
     early_threshold: float = 1.0      # at least this score: early checkpoints know little
+    min_payload_packets: int = 0      # fewer payload packets than this: too little evidence, benign
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -99,12 +100,14 @@ def load_bundle(path) -> Bundle:
                   time_checkpoints=tuple(float(c) for c in meta.get("time_checkpoints", DEFAULT_TIME_CHECKPOINTS)),
                   ensemble=ensemble, metadata=meta,
                   early_packets=int((meta.get("early") or {}).get("packets", 0)),
-                  early_threshold=float((meta.get("early") or {}).get("threshold", 1.0)))
+                  early_threshold=float((meta.get("early") or {}).get("threshold", 1.0)),
+                  min_payload_packets=int(meta.get("min_payload_packets", 0)))
 
 
 def save_bundle(path, booster, name: str, classes: list[str], thresholds: dict[str, float],
                 metadata: dict[str, Any], card: str, checkpoints=DEFAULT_CHECKPOINTS,
-                time_checkpoints=DEFAULT_TIME_CHECKPOINTS, early: dict | None = None) -> Path:
+                time_checkpoints=DEFAULT_TIME_CHECKPOINTS, early: dict | None = None,
+                min_payload_packets: int = 0) -> Path:
     """Write model.json (XGBoost JSON), metadata.json and MODEL_CARD.md into `path`."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -120,6 +123,7 @@ def save_bundle(path, booster, name: str, classes: list[str], thresholds: dict[s
         "checkpoints": list(checkpoints),
         "time_checkpoints": list(time_checkpoints),
         "early": early or {"packets": 0, "threshold": 1.0},
+        "min_payload_packets": min_payload_packets,
         "model_file": "model.json",
         "model_sha256": hashlib.sha256(raw).hexdigest(),
     }

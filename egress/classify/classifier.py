@@ -10,7 +10,9 @@ Guarantees (the FlowClassifier protocol in notes/ENGINE_API.md):
 - The result is cached on the flow: flow.ml = {"model", "class", "scores"}.
 - `class` is the highest-scoring non-benign class whose score reaches its threshold
   (metadata "thresholds"; before `early.packets` packets, and not at flow end, at least
-  `early.threshold`), else the first class (benign). `scores` are always reported.
+  `early.threshold`), else the first class (benign). A flow with fewer than
+  `min_payload_packets` payload packets is benign whatever its scores (two banners are
+  not evidence of anything). `scores` are always reported.
 - Works with signatures off: detector features are then zero, as in training.
 """
 from __future__ import annotations
@@ -48,6 +50,7 @@ class FlowClassifier:
         self._thresholds = [(i, bundle.thresholds.get(c, 0.5)) for i, c in enumerate(self.classes) if i > 0]
         self._early_thresholds = [(i, max(t, bundle.early_threshold)) for i, t in self._thresholds]
         self._early_packets = bundle.early_packets
+        self._min_payload = bundle.min_payload_packets
         self._checks = _Checkpoints(bundle.checkpoints, bundle.time_checkpoints)
         self.scored = 0
 
@@ -86,12 +89,15 @@ class FlowClassifier:
         probs = self._ensemble.predict_proba(np.asarray(vector(flow), dtype=np.float32))
         acc = flow.features
         early = not final and acc is not None and acc.packets() < self._early_packets
-        flow.ml = self.result(probs, early)
+        if acc is not None and acc.payload_packets() < self._min_payload:
+            flow.ml = self.result(probs, early, evidence=False)
+        else:
+            flow.ml = self.result(probs, early)
         self.scored += 1
         return flow.ml
 
-    def result(self, probs, early: bool = False) -> dict:
-        return {"model": self.name, "class": self.decide(probs, early),
+    def result(self, probs, early: bool = False, evidence: bool = True) -> dict:
+        return {"model": self.name, "class": self.decide(probs, early) if evidence else self.classes[0],
                 "scores": {c: round(float(p), 4) for c, p in zip(self.classes, probs)}}
 
     def decide(self, probs, early: bool = False) -> str:

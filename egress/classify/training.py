@@ -100,19 +100,28 @@ def early(stage: str, early_packets: int) -> bool:
     return stage.startswith("n") and int(stage[1:]) < early_packets
 
 
+PAYLOAD_COLUMNS = [FEATURE_NAMES.index("payload_pkts_toserver"), FEATURE_NAMES.index("payload_pkts_toclient")]
+
+
 def predict_flows(ens, rows: list[Row], classes, thresholds, signatures: bool, early_packets: int = 0,
-                  early_threshold: float = 1.0) -> dict:
+                  early_threshold: float = 1.0, min_payload_packets: int = 0) -> dict:
     """flow id -> {"label", "end": class at flow end, "any": first non-benign class at any checkpoint}.
-    Checkpoints before `early_packets` packets need `early_threshold` at least."""
+    Checkpoints before `early_packets` packets need `early_threshold` at least; with fewer than
+    `min_payload_packets` payload packets a flow is benign (as FlowClassifier decides)."""
     out: dict[tuple, dict] = {}
     if not rows:
         return out
-    probs = ens.predict_proba_batch(matrix(rows, signatures))
+    X = matrix(rows, signatures)
+    probs = ens.predict_proba_batch(X)
+    payload = X[:, PAYLOAD_COLUMNS].sum(axis=1)
     raised = {c: max(t, early_threshold) for c, t in thresholds.items()}
-    for r, p in zip(rows, probs):
+    for r, p, n in zip(rows, probs, payload):
         rec = out.setdefault(flow_id(r), {"label": r.label, "end": None, "any": "benign", "group": r.group,
                                           "scenario": r.scenario})
-        c = decide(p, classes, raised if early(r.stage, early_packets) else thresholds)
+        if n < min_payload_packets:
+            c = classes[0]
+        else:
+            c = decide(p, classes, raised if early(r.stage, early_packets) else thresholds)
         if r.stage == "end":
             rec["end"] = c
             rec["end_scores"] = [round(float(v), 4) for v in p]

@@ -26,6 +26,7 @@ DEFAULT_EXCLUDE = ("first_size_*", "resp_latency_mean")
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_THRESHOLDS = {"mining": 0.5, "reverse_tunnel": 0.8, "reverse_shell": 0.8}
 DEFAULT_EARLY = {"packets": 32, "threshold": 0.9}
+DEFAULT_MIN_PAYLOAD = 4
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,6 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         % (json.dumps(DEFAULT_THRESHOLDS), DEFAULT_THRESHOLD))
     p.add_argument("--early", default="%d:%g" % (DEFAULT_EARLY["packets"], DEFAULT_EARLY["threshold"]),
                    metavar="PACKETS:P", help="before PACKETS packets a class needs at least score P (default %(default)s)")
+    p.add_argument("--min-payload-packets", type=int, default=DEFAULT_MIN_PAYLOAD, metavar="N",
+                   help="a flow with fewer payload packets is reported benign: too little evidence (default %(default)s)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel feature extraction")
     p.add_argument("--quiet", "-q", action="store_true")
 
@@ -103,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     thresholds = {c: DEFAULT_THRESHOLDS.get(c, DEFAULT_THRESHOLD) for c in classes[1:]}
     try:
         packets, _, value = args.early.partition(":")
-        early = {"packets": int(packets), "threshold": float(value or 1.0)}
+        early = {"packets": int(packets), "threshold": float(value or 1.0),
+                 "min_payload_packets": args.min_payload_packets}
         for item in args.threshold:
             name, _, value = item.partition("=")
             if name not in thresholds or not 0.0 < float(value) <= 1.0:
@@ -176,7 +180,9 @@ def run(args: argparse.Namespace) -> int:
     }
     card = _card(name, classes, thresholds, meta, early)
     try:
-        save_bundle(args.out, booster, name, classes, thresholds, meta, card, early=early)
+        save_bundle(args.out, booster, name, classes, thresholds, meta, card,
+                    early={"packets": early["packets"], "threshold": early["threshold"]},
+                    min_payload_packets=early["min_payload_packets"])
     except OSError as exc:
         return _fail("%s: %s" % (args.out, exc.strerror or exc))
     say("wrote %s (%d classes, %d rows) in %.0fs" % (args.out, len(classes), len(rows), time.time() - started))
@@ -207,6 +213,8 @@ def _argv(args: argparse.Namespace) -> list[str]:
         out.append("--loso")
     if args.loso_seeds:
         out += ["--loso-seeds", args.loso_seeds]
+    if args.min_payload_packets != DEFAULT_MIN_PAYLOAD:
+        out += ["--min-payload-packets", str(args.min_payload_packets)]
     return out
 
 
@@ -223,7 +231,8 @@ def _per_scenario(pred: dict) -> dict:
 
 
 def _early(early: dict) -> dict:
-    return {"early_packets": early["packets"], "early_threshold": early["threshold"]}
+    return {"early_packets": early["packets"], "early_threshold": early["threshold"],
+            "min_payload_packets": early["min_payload_packets"]}
 
 
 def _loso(rows, classes, thresholds, seed, rounds, say, exclude, early, cw) -> dict:
@@ -298,8 +307,10 @@ def _card(name: str, classes, thresholds, meta: dict, early: dict) -> str:
            " at checkpoints (after 8, 32, 128, 512 packets, at flow ages 10/60/300 s and at flow end)." % (
                __import__("egress.features.schema", fromlist=["x"]).SCHEMA_VERSION), "",
            "- classes: %s; a non-benign class is reported when its score reaches its threshold %s"
-           " (before %d packets, unless the flow ended: at least %.2f)" % (
-               ", ".join(classes), json.dumps(thresholds), early["packets"], early["threshold"]),
+           " (before %d packets, unless the flow ended: at least %.2f); with fewer than %d payload packets a flow"
+           " is benign (too little evidence)" % (
+               ", ".join(classes), json.dumps(thresholds), early["packets"], early["threshold"],
+               early["min_payload_packets"]),
            "- training: seed %s, %s rounds, params %s; every row also seen with detector features zeroed"
            " (works with signatures off); corpus clocks stretched by %s; features not used: %s" % (
                meta["training"]["seed"], meta["training"]["rounds"], json.dumps(meta["training"]["params"]),

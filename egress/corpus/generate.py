@@ -291,6 +291,14 @@ def ssh_interactive(r: Run) -> None:
     r.wait(r.sbx(r.ssh(r.port, "-tt", "root@" + r.ip), stdin=typist.stdout), r.duration + 20)
 
 
+def p2p(r: Run) -> None:
+    peer = r.ext([PY, "-m", PROG, "p2p-node", "--listen", "%s:%d" % (r.ip, r.port), "--duration", r.duration,
+                  "--seed", r.rng.randrange(1 << 30)], stdout=subprocess.PIPE)
+    r.wait_line(peer, "listening")
+    r.wait(r.sbx([PY, "-m", PROG, "p2p-node", "--connect", "%s:%d" % (r.ip, r.port), "--duration", r.duration,
+                  "--seed", r.rng.randrange(1 << 30)]), r.duration + 15)
+
+
 def ssh_idle(r: Run) -> None:
     """A session left open with keepalives and a command now and then (an agent's control channel)."""
     r.sshd(r.topo.ext, r.ip, r.port)
@@ -423,7 +431,8 @@ def scenarios() -> list[tuple[str, str, Callable[[Run], None], int]]:
             ("benign/scp-up", "benign", scp("up"), 1),
             ("benign/scp-down", "benign", scp("down"), 1),
             ("benign/git-ssh", "benign", git_ssh, 2),
-            ("benign/ssh-idle-keepalive", "benign", ssh_idle, 2)]
+            ("benign/ssh-idle-keepalive", "benign", ssh_idle, 2),
+            ("benign/crypto-p2p-node", "benign", p2p, 3)]
     for module, variants in (("stratum", ("btc", "ethstratum")), ("xmr", ("xmrig", "coinhive")),
                              ("ethproxy", ("ethproxy",))):
         for variant in variants:

@@ -18,6 +18,8 @@
 - accept-pipe    accepts one connection on HOST:PORT and splices it to stdin/stdout
                  (used as the outside SSH client's ProxyCommand).
 - fetch-loop     connects to a local port repeatedly and reads/writes (traffic through a tunnel).
+- p2p-node       a cryptocurrency peer-to-peer node (Bitcoin framing: version, inv, tx, block,
+                 ping): crypto traffic that is not mining, a hard negative.
 
 Only the addresses given on the command line are used (namespace-private addresses).
 """
@@ -556,6 +558,68 @@ def fetch_loop(a) -> None:
         time.sleep(rng.uniform(0.1, 2.5))
 
 
+# --- a cryptocurrency peer-to-peer node (not mining: a hard negative) --------------------------
+
+def _p2p_msg(command: str, payload: bytes) -> bytes:
+    import hashlib
+    checksum = hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
+    return struct.pack("<I12sI", 0xD9B4BEF9, command.encode(), len(payload)) + checksum + payload
+
+
+def _p2p_talk(sock, rng: random.Random, end: float, initiator: bool) -> None:
+    """Bitcoin-style framing: version/verack, then inv/getdata/tx/block relays and ping/pong
+    from both sides at random times, as two full nodes do."""
+    version = struct.pack("<iQq", 70016, 1, int(time.time())) + os.urandom(52) + b"\x10/Satoshi:25.0.0/" \
+        + struct.pack("<i?", 840000, True)
+    if initiator:
+        sock.sendall(_p2p_msg("version", version))
+    sock.settimeout(0.2)
+    said_hello = initiator
+    activity = rng.choice([0.5, 1.0, 2.0])
+    while time.time() < end:
+        try:
+            data = sock.recv(65536)
+            if not data:
+                return
+            if not said_hello:
+                sock.sendall(_p2p_msg("version", version) + _p2p_msg("verack", b""))
+                said_hello = True
+            elif rng.random() < 0.3:
+                sock.sendall(_p2p_msg("getdata", os.urandom(37 * rng.randint(1, 4))))
+        except socket.timeout:
+            pass
+        r = rng.random() / activity
+        if r < 0.08:
+            sock.sendall(_p2p_msg("inv", b"\x01" + os.urandom(36) * rng.randint(1, 8)))
+        elif r < 0.11:
+            sock.sendall(_p2p_msg("tx", os.urandom(rng.randint(200, 900))))
+        elif r < 0.12:
+            sock.sendall(_p2p_msg("block", os.urandom(rng.randint(20_000, 400_000))))
+        elif r < 0.135:
+            sock.sendall(_p2p_msg("ping", os.urandom(8)))
+
+
+def p2p_node(a) -> None:
+    """--listen: the remote peer; --connect: the local node dialing out."""
+    rng = random.Random(a.seed)
+    end = time.time() + a.duration
+    if a.listen:
+        _stop_after(a.duration + 5)
+        host, port = _hostport(a.listen)
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind((host, port))
+        ls.listen(4)
+        print("listening", flush=True)
+        s, _ = ls.accept()
+        _p2p_talk(s, rng, end, initiator=False)
+    else:
+        host, port = _hostport(a.connect)
+        s = socket.create_connection((host, port), timeout=10)
+        _p2p_talk(s, rng, end, initiator=True)
+    s.close()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="egress.corpus.programs")
     ap.add_argument("role")
@@ -575,7 +639,7 @@ def main(argv=None) -> int:
     roles = {"web-server": web_server, "web-client": web_client, "dns-server": dns_server,
              "dns-client": dns_client, "typist": typist, "reverse-shell": reverse_shell,
              "shell-operator": shell_operator, "relay": relay, "accept-pipe": accept_pipe,
-             "fetch-loop": fetch_loop}
+             "fetch-loop": fetch_loop, "p2p-node": p2p_node}
     if a.role not in roles:
         ap.error("unknown role %s" % a.role)
     try:

@@ -238,6 +238,9 @@ class Accumulator:
     def packets(self) -> int:
         return self.s[0][N] + self.s[1][N]
 
+    def payload_packets(self) -> int:
+        return self.s[0][PN] + self.s[1][PN]
+
     def snapshot(self) -> "Accumulator":
         """A copy with the open burst closed (the state is left as it is)."""
         c = Accumulator.__new__(Accumulator)

@@ -95,3 +95,22 @@ def test_early_checkpoints_need_a_higher_score(bundle_dir):
     assert flow.ml["class"] == "benign" and flow.ml["scores"]["mining"] == 0.6
     clf.on_end(flow)
     assert flow.ml["class"] == "mining"
+
+
+def test_too_little_evidence_is_benign(bundle_dir):
+    import json
+    meta = json.loads((bundle_dir / "metadata.json").read_text())
+    meta["min_payload_packets"] = 4
+    (bundle_dir / "metadata.json").write_text(json.dumps(meta))
+    clf = FlowClassifier.load(bundle_dir)
+    clf._ensemble.predict_proba = lambda x: np.array([0.01, 0.98, 0.01])
+    flow = _flow()
+    clf.start(flow)
+    for i in range(3):                       # three payload packets, then pure ACKs
+        clf.on_packet(flow, _pkt(100.0 + i), i % 2)
+    for i in range(3, 8):
+        clf.on_packet(flow, _pkt(100.0 + i, payload=b"", flags=0x10), i % 2)
+    assert flow.ml["class"] == "benign" and flow.ml["scores"]["mining"] == 0.98
+    clf.on_packet(flow, _pkt(109.0), 0)      # the fourth payload packet
+    clf.on_end(flow)
+    assert flow.ml["class"] == "mining"
