@@ -201,3 +201,22 @@ def test_inspection_ends_after_its_packet_budget_even_if_a_detector_still_waits(
     decisions = run(s.packets, engine)
     assert det.calls == 5
     assert decisions[-1].offload and decisions[-1].flow.streams is None
+
+
+def test_with_a_model_a_bulk_flow_settles_after_the_last_packet_checkpoint(repo_root):
+    """The classifier must not keep a bulk transfer queued forever (live fast path),
+    and replay must stop feeding it at the same point (live equals replay)."""
+    import pytest
+    from egress.classify import FlowClassifier
+    if not (repo_root / "models" / "default" / "metadata.json").is_file():
+        pytest.skip("no bundled model in models/default")
+    classifier = FlowClassifier.load(repo_root / "models" / "default")
+    engine = Engine(detectors=[], observers=[], classifier=classifier)
+    s = craft.TcpSession(CLIENT, ("10.200.1.2", 443)).handshake()
+    for _ in range(300):
+        s.send(False, b"x" * 1400)
+    decisions = run(s.packets, engine)
+    offloaded = [i for i, d in enumerate(decisions) if d.offload]
+    assert offloaded and offloaded[0] == 511          # the 512th packet is the last checkpoint
+    flow = decisions[-1].flow
+    assert flow.features is None and flow.ml["model"] == classifier.name

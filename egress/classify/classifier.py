@@ -6,7 +6,13 @@ Guarantees (the FlowClassifier protocol in notes/ENGINE_API.md):
   only when the flow reaches a packet-count checkpoint (8, 32, 128, 512 by default)
   or a flow-age checkpoint (10 s, 60 s, 300 s, then every 300 s: long-lived low-rate
   flows such as miners send few packets), and then returns True.
-- `on_end` always scores once more, so a flow event carries the final score.
+- After the last packet-count checkpoint the classifier is done with the flow: it
+  drops `flow.features` (the engine then sees the flow as settled and the live
+  driver hands it to the kernel fast path; replay stops feeding it too, so both
+  keep the same score). A bulk transfer is judged on its first 512 packets; a
+  low-rate flow (a miner) stays under watch, scored at every age checkpoint.
+- `on_end` scores once more a flow still under watch, so its flow event carries
+  the final score.
 - The result is cached on the flow: flow.ml = {"model", "class", "scores"}.
 - `class` is the highest-scoring non-benign class whose score reaches its threshold
   (metadata "thresholds"; before `early.packets` packets, and not at flow end, at least
@@ -73,10 +79,13 @@ class FlowClassifier:
             plen = payload_len(pkt)
         acc.add(pkt.ts, direction, plen, pkt.flags, pkt.window)
         due = pkt.ts >= acc.due
-        if due or (acc.s[0][0] + acc.s[1][0]) in self._checks.counts:   # packets so far (Accumulator.packets)
+        n = acc.s[0][0] + acc.s[1][0]     # packets so far (Accumulator.packets, inlined)
+        if due or n in self._checks.counts:
             if due:
                 acc.due = flow.start + self._checks.next_age(pkt.ts - flow.start)
             self.score(flow)
+            if n >= self._checks.last_count:
+                flow.features = None
             return True
         return False
 
@@ -138,7 +147,12 @@ class FeatureRecorder:
         if due or n in self._checks.counts:
             if due:
                 acc.due = flow.start + self._checks.next_age(pkt.ts - flow.start)
-            self.rows.append((flow, "n%d" % n, vector(flow)))
+            if n >= self._checks.last_count:
+                # As FlowClassifier: its last look at the flow, which is what "end" means.
+                self.rows.append((flow, "end", vector(flow)))
+                flow.features = None
+            else:
+                self.rows.append((flow, "n%d" % n, vector(flow)))
         return False
 
     def on_end(self, flow) -> None:
