@@ -94,6 +94,7 @@ class Engine:
 
         flow, direction, is_new = self.table.track(pkt)
         if is_new:
+            flow.in_iface = raw.iface
             self._start(flow, now)
         if pkt.anomalies:
             for name in pkt.anomalies:
@@ -111,7 +112,7 @@ class Engine:
     def _start(self, flow: Flow, now: float) -> None:
         self.counters["flows"] += 1
         if self.policy is not None:
-            flow.sandbox = self.policy.attribute(flow)
+            flow.sandbox = self.policy.attribute(flow, iface=flow.in_iface)
         for observer in self.observers:
             for detection in observer.on_flow_start(flow, now):
                 flow.detections.append(detection)

@@ -51,14 +51,19 @@ class RawPacket:
 
     `linktype` uses the pcap LINKTYPE numbers (1 Ethernet, 101 raw IP, 113 Linux
     cooked v1, 276 Linux cooked v2, 228/229 raw IPv4/IPv6). NFQUEUE delivers raw IP.
+    `iface` is the interface the packet came in on when the source knows it (the
+    live queue does, a capture file does not): it attributes a flow to a sandbox
+    declared by interface.
     """
-    __slots__ = ("ts", "data", "linktype", "wire_len")
+    __slots__ = ("ts", "data", "linktype", "wire_len", "iface")
 
-    def __init__(self, ts: float, data: bytes, linktype: int = 101, wire_len: int | None = None):
+    def __init__(self, ts: float, data: bytes, linktype: int = 101, wire_len: int | None = None,
+                 iface: str | None = None):
         self.ts = ts
         self.data = data
         self.linktype = linktype
         self.wire_len = len(data) if wire_len is None else wire_len
+        self.iface = iface
 
 
 class Packet:

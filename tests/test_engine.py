@@ -38,8 +38,8 @@ class BlockMining:
         self.mode = mode
         self.decisions = 0
 
-    def attribute(self, flow):
-        return {"id": "sbx-1", "episode": "ep-7"}
+    def attribute(self, flow, iface=None):
+        return {"id": "sbx-1" if iface is None else "sbx-" + iface, "episode": "ep-7"}
 
     def observe(self, flow, now):
         pass
@@ -220,3 +220,12 @@ def test_with_a_model_a_bulk_flow_settles_after_the_last_packet_checkpoint(repo_
     assert offloaded and offloaded[0] == 511          # the 512th packet is the last checkpoint
     flow = decisions[-1].flow
     assert flow.features is None and flow.ml["model"] == classifier.name
+
+
+def test_the_input_interface_of_a_live_packet_attributes_the_flow_and_shows_in_eve():
+    engine = Engine(detectors=[], policy=BlockMining(), observers=[])
+    syn = craft.tcp(CLIENT[0], SERVER[0], CLIENT[1], SERVER[1], "S")
+    engine.process(RawPacket(1.0, syn, 101, iface="veth-sbx"))
+    engine.flush()
+    event = engine.drain_events()[0]
+    assert event["in_iface"] == "veth-sbx" and event["sandbox"]["id"] == "sbx-veth-sbx"

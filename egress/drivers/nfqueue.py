@@ -140,6 +140,7 @@ class QueueDriver:
         self._readers: list[_BoundedReader] = []
         self.counters = {"packets": 0, "exceptions": 0, "verdict_errors": 0, "offloaded": 0,
                          "accept": 0, "drop": 0, "reject": 0}
+        self._ifnames: dict[int, str | None] = {}   # ifindex -> name (interfaces rarely change)
 
     # -- binding ------------------------------------------------------------------
 
@@ -187,6 +188,20 @@ class QueueDriver:
 
     # -- the per-packet path ----------------------------------------------------------
 
+    def _ifname(self, index: int) -> str | None:
+        """The input interface's name (policy sandboxes may be declared by interface)."""
+        try:
+            return self._ifnames[index]
+        except KeyError:
+            pass
+        try:
+            name = socket.if_indextoname(index) if index else None
+        except OSError:
+            name = None
+        if len(self._ifnames) < 4096:
+            self._ifnames[index] = name
+        return name
+
     def _on_packet(self, pkt) -> None:
         started = time.perf_counter()
         self.counters["packets"] += 1
@@ -199,7 +214,8 @@ class QueueDriver:
             ts = pkt.get_timestamp()
             if not now - 1.0 < ts <= now + 0.001:
                 ts = now
-            decision = self.engine.process(RawPacket(ts, data, 101, wire_length(data)))
+            iface = self._ifname(pkt.indev)
+            decision = self.engine.process(RawPacket(ts, data, 101, wire_length(data), iface))
             action = decision.action
         except Exception:
             self.counters["exceptions"] += 1

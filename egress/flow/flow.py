@@ -30,7 +30,7 @@ class Flow:
     __slots__ = (
         # identity
         "flow_id", "key", "proto", "version", "client_ip", "client_port", "server_ip", "server_port",
-        "initiator", "sandbox",
+        "initiator", "sandbox", "in_iface",
         # counters and timing
         "start", "last", "pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient",
         "payload_toserver", "payload_toclient", "first_payload_dir", "sizes",
@@ -54,6 +54,7 @@ class Flow:
         self.server_port = server_port
         self.initiator = initiator          # how the client was chosen: "syn", "synack", "port", "first"
         self.sandbox: dict | None = None    # attribution (sandbox id, episode) when known
+        self.in_iface: str | None = None    # interface of the flow's first packet (live only)
         self.start = ts
         self.last = ts
         self.pkts_toserver = 0

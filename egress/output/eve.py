@@ -44,6 +44,8 @@ def _common(flow: Flow, event_type: str, ts: float) -> dict:
     }
     if flow.sandbox:
         event["sandbox"] = flow.sandbox
+    if flow.in_iface:
+        event["in_iface"] = flow.in_iface
     return event
 
 

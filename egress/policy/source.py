@@ -143,6 +143,10 @@ def load_yaml(path: str, text: str | bytes) -> Any:
         raise PolicyError([(path, line, reason)]) from None
     except RecursionError:
         raise PolicyError([(path, None, "invalid YAML: nested too deeply")]) from None
+    except (ValueError, TypeError) as e:
+        # PyYAML's own constructors can fail on odd scalars (int("0x_") for "0x_").
+        line = loader.get_mark().line + 1 if loader is not None else None
+        raise PolicyError([(path, line, "invalid YAML value: %s" % e)]) from None
     finally:
         if loader is not None:
             loader.dispose()

@@ -35,8 +35,8 @@ def test_wire_length_from_ip_headers():
 
 
 class FakePacket:
-    def __init__(self, payload=b"\x45" + bytes(39), ts=0.0, mark=0x5):
-        self.payload, self.ts, self.mark = payload, ts, mark
+    def __init__(self, payload=b"\x45" + bytes(39), ts=0.0, mark=0x5, indev=0):
+        self.payload, self.ts, self.mark, self.indev = payload, ts, mark, indev
         self.verdicts = []
         self.new_mark = None
 
@@ -117,3 +117,11 @@ def test_queue_stats_parse(tmp_path):
     assert read_queue_stats(str(f)) == {0: {"portid": 12345, "queue_total": 3, "copy_mode": 2, "copy_range": 1500,
                                             "queue_dropped": 7, "user_dropped": 9, "id_sequence": 1000}}
     assert read_queue_stats(str(tmp_path / "missing")) == {}
+
+
+def test_the_input_interface_reaches_the_engine_by_name():
+    engine = ScriptedEngine(Decision(Action.ALLOW, Verdict()), Decision(Action.ALLOW, Verdict()))
+    driver = QueueDriver(engine)
+    driver._on_packet(FakePacket(indev=1))       # 1 is the loopback interface in any namespace
+    driver._on_packet(FakePacket(indev=0))
+    assert [raw.iface for raw in engine.seen] == ["lo", None]

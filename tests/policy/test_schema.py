@@ -248,3 +248,9 @@ def test_fuzz_arbitrary_text(text):
         parse_policy([("fuzz.yaml", text)])
     except PolicyError as exc:
         assert str(exc)
+
+
+def test_a_scalar_pyyaml_itself_cannot_construct_is_a_located_error():
+    """'0x_' matches YAML 1.1's int pattern, then int('', 16) fails inside PyYAML (found by fuzzing)."""
+    line, reason = one_error("version: 1\npolicies:\n  p:\n    x: 0x_\n")
+    assert line is not None and "invalid YAML value" in reason
