@@ -58,6 +58,7 @@ class Engine:
         self.events: list[dict] = []
         self._next_sweep = 0.0
         self._now = 0.0
+        self._flow: Flow | None = None      # the flow of the packet being processed (exception policy)
         drop = self.config.exception_action == "drop"
         self._exception_verdict = Verdict(Action.DROP if drop else Action.ALLOW, Mode.ENFORCE,
                                           "exception-policy", ("internal error",), final=drop)
@@ -65,12 +66,27 @@ class Engine:
     # -- the pipeline -----------------------------------------------------------------
 
     def process(self, raw: RawPacket) -> Decision:
+        self._flow = None
         try:
             return self._process(raw)
         except Exception as exc:  # exception policy: never fatal, never silent
             self.counters["engine.exceptions"] += 1
-            log.exception("engine error, applying the exception policy: %s", exc)
-            return Decision(self._exception_verdict.action, self._exception_verdict)
+            count = self.counters["engine.exceptions"]
+            if count <= 10 or count % 1000 == 0:   # a bug an attacker can trigger must not flood the log
+                log.exception("engine error #%d, applying the exception policy: %s", count, exc)
+            return self._fail(self._flow)
+
+    def _fail(self, flow: Flow | None) -> Decision:
+        """The exception policy applies to the whole flow: a half-inspected flow must not
+        slip through on its next packet. The verdict stays until the flow ends."""
+        verdict = self._exception_verdict
+        if flow is None:
+            return Decision(verdict.action, verdict)
+        flow.verdict = verdict
+        flow.verdict_dirty = False
+        self.inspect.finish(flow)
+        flow.features = None
+        return Decision(verdict.action, verdict, flow, offload=True)
 
     def _process(self, raw: RawPacket) -> Decision:
         counters = self.counters
@@ -93,6 +109,9 @@ class Engine:
             self.advance(now)
 
         flow, direction, is_new = self.table.track(pkt)
+        self._flow = flow
+        if flow.verdict is self._exception_verdict:
+            return self._fail(flow)
         if is_new:
             flow.in_iface = raw.iface
             self._start(flow, now)
@@ -204,6 +223,8 @@ class Engine:
         allow turned into an enforced block, which the live driver must revoke."""
         revoked = []
         for flow in list(self.table.flows.values()):
+            if flow.verdict is self._exception_verdict:
+                continue
             flow.verdict_dirty = True
             decision = self._decide(flow, now, counted=False)
             if decision.revoked:

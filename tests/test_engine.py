@@ -229,3 +229,29 @@ def test_the_input_interface_of_a_live_packet_attributes_the_flow_and_shows_in_e
     engine.flush()
     event = engine.drain_events()[0]
     assert event["in_iface"] == "veth-sbx" and event["sandbox"]["id"] == "sbx-veth-sbx"
+
+
+def test_an_internal_error_drops_the_whole_flow_fail_closed_and_is_counted():
+    class FlakyPolicy(BlockMining):
+        calls = 0
+        def decide(self, flow, now):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("bug in a rule")
+            return super().decide(flow, now)
+    engine = Engine(detectors=[], policy=FlakyPolicy(), observers=[])
+    decisions = run(craft.TcpSession(CLIENT, ("10.200.1.2", 443)).handshake().send(True, b"hi").packets, engine)
+    assert [d.action for d in decisions] == [Action.DROP] * len(decisions)
+    assert engine.counters["engine.exceptions"] == 1
+    engine.flush()
+    flow = [e for e in engine.drain_events() if e["event_type"] == "flow"][0]
+    assert flow["verdict"]["rule"] == "exception-policy"
+
+
+def test_the_exception_policy_can_fail_open():
+    class Broken(BlockMining):
+        def decide(self, flow, now):
+            raise RuntimeError("bug")
+    engine = Engine(EngineConfig(exception_action="allow"), detectors=[], policy=Broken(), observers=[])
+    decisions = run(craft.TcpSession(CLIENT, ("10.200.1.2", 443)).handshake().packets, engine)
+    assert {d.action for d in decisions} == {Action.ALLOW}
