@@ -232,7 +232,12 @@ class Engine:
         return revoked
 
     def swap_classifier(self, classifier: Any) -> None:
+        """Use a new model from the next packet on (same feature schema: the load checked it).
+        Without a model, live flows stop accumulating features."""
         self.classifier = classifier
+        if classifier is None:
+            for flow in self.table.flows.values():
+                flow.features = None
 
     def stats(self) -> dict[str, int]:
         out = dict(self.counters)

@@ -255,3 +255,21 @@ def test_the_exception_policy_can_fail_open():
     engine = Engine(EngineConfig(exception_action="allow"), detectors=[], policy=Broken(), observers=[])
     decisions = run(craft.TcpSession(CLIENT, ("10.200.1.2", 443)).handshake().packets, engine)
     assert {d.action for d in decisions} == {Action.ALLOW}
+
+
+def test_a_reload_that_removes_the_model_does_not_break_flows_in_progress():
+    class Counting:
+        name = "counting"
+        def start(self, flow):
+            flow.features = []
+        def on_packet(self, flow, pkt, direction):
+            flow.features.append(direction)
+            return False
+        def on_end(self, flow):
+            flow.ml = {"model": self.name, "class": "benign", "scores": {"benign": 1.0}}
+    engine = Engine(detectors=[], policy=BlockMining(), classifier=Counting(), observers=[])
+    s = craft.TcpSession(CLIENT, ("10.200.1.2", 443)).handshake()
+    run(s.packets, engine)
+    engine.swap_classifier(None)
+    decisions = run(s.send(True, b"more").packets[3:], engine)
+    assert {d.action for d in decisions} == {Action.ALLOW} and engine.counters["engine.exceptions"] == 0
