@@ -1,6 +1,6 @@
 """Live gateway benchmark: sbx -> gw (egress run) -> ext in throw-away namespaces.
 
-    python bench/bench_live.py [--seconds 3] [--append BENCHMARKS.md]
+    python bench/bench_live.py [--seconds 3] [--rounds 3] [--busy-poll 200] [--append BENCHMARKS.md]
 
 Every measurement runs against a baseline through the same namespaces without egress,
 in the same run:
@@ -10,8 +10,13 @@ in the same run:
 - latency: TCP ping-pong of 1-byte messages on one connection; egress with every packet
   queued, so each round trip crosses the queue twice: added latency per queued packet =
   (RTT - baseline RTT) / 2, p50 and p99;
-- new connections per second (connect, 1-byte request, echo, close; 2 client processes),
-  every connection fully inspected by egress until it is decided;
+- new connections per second (connect, request, echo, close; 2 client processes with 1
+  or 8 connections in flight each; a 1-byte request, on which no detector can conclude
+  before the close, or an HTTP GET), every connection fully inspected by egress until it
+  is decided; without rules, and with rules/default.yaml + models/default, and with
+  --busy-poll;
+- bulk TCP with rules/default.yaml and models/default loaded: flows must still reach the
+  kernel fast path;
 - verdicts per second on the queue path (packets egress answered / second, from the
   kernel's queue counters) during the all-queued bulk run;
 - small-packet flood: UDP datagrams of 16 bytes, each to a new port (a new flow each), for
@@ -19,7 +24,7 @@ in the same run:
   (queue full / netlink buffer full), what egress answered; fail-closed and fail-open.
 
 Bounded: every load loop stops after `--seconds` and a packet/connection cap. Traffic only
-ever flows between the benchmark's own namespaces (10.205.0.0/16).
+ever flows between the benchmark's own namespaces (egl2-*, 10.207.0.0/16).
 """
 from __future__ import annotations
 
@@ -68,9 +73,9 @@ while time.time() < end:
                 c.sendall(d)
             c.close()
         threading.Thread(target=pp, args=(c,), daemon=True).start()
-    else:  # conn: one request, one answer, close
+    else:  # conn: one request, one answer (the same bytes), close
         try:
-            c.settimeout(1); d = c.recv(64); c.sendall(d)
+            c.settimeout(1); d = c.recv(4096); c.sendall(d)
         except OSError:
             pass
         c.close()
@@ -101,17 +106,49 @@ print(rtts[len(rtts) // 2], rtts[int(len(rtts) * 0.99)])
 """
 
 CONNS = r"""
-import socket, sys, time
-host, port, seconds, cap = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-ok = bad = 0; t = time.time()
-while time.time() - t < seconds and ok + bad < cap:
-    try:
-        s = socket.create_connection((host, port), timeout=2); s.sendall(b"x")
-        ok += s.recv(1) == b"x"; s.close()
-    except OSError:
-        bad += 1
+import errno, selectors, socket, sys, time
+host, port, seconds, cap, inflight, payload = (sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]),
+                                               int(sys.argv[5]), sys.argv[6].encode().decode("unicode_escape").encode("latin-1"))
+# `inflight` connections at a time, each: connect, send the request, read the echo, close.
+sel = selectors.DefaultSelector()
+ok = bad = started = 0; t = time.time(); end = t + seconds
+def start():
+    global started
+    s = socket.socket(); s.setblocking(False); started += 1
+    err = s.connect_ex((host, port))
+    if err not in (0, errno.EINPROGRESS):
+        s.close(); return False
+    sel.register(s, selectors.EVENT_WRITE, [time.time(), b""])
+    return True
+for _ in range(inflight):
+    bad += not start()
+while sel.get_map():
+    for key, ev in sel.select(0.5):
+        s, state = key.fileobj, key.data
+        try:
+            if ev & selectors.EVENT_WRITE:
+                if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    raise OSError("connect")
+                s.send(payload); sel.modify(s, selectors.EVENT_READ, state); continue
+            d = s.recv(4096)
+            if d:
+                state[1] += d
+                if len(state[1]) < len(payload):
+                    continue
+            ok += state[1] == payload; bad += state[1] != payload
+        except OSError:
+            bad += 1
+        sel.unregister(s); s.close()
+        if time.time() < end and started < cap:
+            bad += not start()
+    now = time.time()
+    for key in list(sel.get_map().values()):
+        if now - key.data[0] > 3:
+            sel.unregister(key.fileobj); key.fileobj.close(); bad += 1
 print(ok, bad, time.time() - t)
 """
+
+HTTP_REQUEST = "GET /index.html HTTP/1.1\\r\\nHost: www.egress.test\\r\\nUser-Agent: bench\\r\\nAccept: */*\\r\\n\\r\\n"
 
 FLOOD = r"""
 import socket, sys, time
@@ -149,7 +186,7 @@ class Bench:
         so baseline and egress rounds alternate under the same machine load."""
         log = open(self.work / "egress.log", "a")
         self.gw = self.topo.popen("gw", [PY, "-m", "egress.cli", "run", "--sandbox-iface", self.topo.sbx_iface,
-                                         "--metrics", "off", "--no-rules", *extra], stdout=subprocess.DEVNULL,
+                                         "--no-rules", *extra], stdout=subprocess.DEVNULL,
                                   stderr=log)
         deadline = time.monotonic() + 20
         while "egress: ready" not in (self.work / "egress.log").read_text().split("egress: stopped")[-1]:
@@ -193,10 +230,12 @@ class Bench:
         p50, p99 = self.sbx(PINGPONG, self.ext, self.server("pingpong"), count).split()
         return float(p50), float(p99)
 
-    def conns(self) -> float:
+    def conns(self, clients: int = 2, inflight: int = 1, payload: str = "x") -> tuple[float, int]:
+        """New connections per second: `clients` processes with `inflight` connections each."""
         port = self.server("conn")
-        procs = [self.topo.popen("sbx", [PY, "-c", CONNS, self.ext, str(port), str(self.seconds), "50000"],
-                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        procs = [self.topo.popen("sbx", [PY, "-c", CONNS, self.ext, str(port), str(self.seconds), "100000",
+                                         str(inflight), payload], stdout=subprocess.PIPE, text=True)
+                 for _ in range(clients)]
         total_ok = total_bad = 0
         elapsed = 0.0
         for p in procs:
@@ -218,51 +257,89 @@ class Bench:
                 "netlink_full": after["user_dropped"] - before["user_dropped"], "answered": after["seq"] - before["seq"]}
 
 
+CONN_VARIANTS = (("1-byte request, 2 clients x 1", 2, 1, "x"),
+                 ("1-byte request, 2 clients x 8 in flight", 2, 8, "x"),
+                 ("HTTP GET, 2 clients x 8 in flight", 2, 8, HTTP_REQUEST))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=3, help="alternating baseline/egress rounds (median reported)")
+    ap.add_argument("--busy-poll", type=float, default=200.0, metavar="USEC",
+                    help="the --busy-poll value of the busy-polling runs (default 200)")
     ap.add_argument("--append", metavar="FILE", help="append the results as a markdown section")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_live: needs root (network namespaces, NFQUEUE)", file=sys.stderr)
         return 2
-    results: dict = {}
+    results: dict = {"load_before": os.getloadavg()[0]}
     med = lambda xs: sorted(xs)[len(xs) // 2]
-    with tempfile.TemporaryDirectory() as tmp, Topology() as topo:
+    repo = Path(__file__).resolve().parent.parent
+    model_args = ["--rules", str(repo / "rules" / "default.yaml"), "--model", str(repo / "models" / "default")]
+    busy = ["--busy-poll", "%g" % args.busy_poll]
+    with tempfile.TemporaryDirectory() as tmp, Topology(subnet4="10.207.0.0/16", subnet6="fd07:207::/48",
+                                                        prefix="egl2-") as topo:
         work = Path(tmp)
         b = Bench(topo, args.seconds, work)
-        print("egress (fast path) against the baseline, alternating ...", file=sys.stderr)
+
+        def bulk_rounds(key: str) -> None:
+            base, fast = [], []
+            for _ in range(args.rounds):
+                b.rules(False); base.append(b.bulk())
+                b.rules(True); fast.append(b.bulk())
+            results[key] = {"baseline": med(base), "egress": med(fast), "rounds": {"baseline": base, "egress": fast}}
+
+        def conn_rounds(key: str) -> None:
+            out = results.setdefault(key, {})
+            for name, clients, inflight, payload in CONN_VARIANTS:
+                b.rules(False); base = b.conns(clients, inflight, payload)
+                b.rules(True); egress = b.conns(clients, inflight, payload)
+                out[name] = {"baseline": base, "egress": egress}
+
+        print("egress without rules or model (fast path) against the baseline, alternating ...", file=sys.stderr)
         b.start_egress()
-        base, fast = [], []
-        for _ in range(args.rounds):
-            b.rules(False); base.append(b.bulk())
-            b.rules(True); fast.append(b.bulk())
-        results["bulk_base"], results["bulk_fast"] = med(base), med(fast)
-        results["bulk_rounds"] = {"baseline": base, "egress": fast}
-        b.rules(False); results["conns_base"] = b.conns()
-        b.rules(True); results["conns_egress"] = b.conns()
+        bulk_rounds("bulk_plain")
+        conn_rounds("conns_plain")
         b.rules(False); results["flood_base"] = b.flood()
         b.rules(True); results["flood_closed"] = b.flood()
         b.rules(False)
         b.stop_egress()
-        print("egress, every packet queued ...", file=sys.stderr)
-        b.start_egress("--no-fast-path")
-        b.rules(True)
-        results["bulk_queued"], results["verdicts_per_s"] = b.bulk_with_rate()
-        rtt_base, rtt_q = [], []
-        for _ in range(args.rounds):
-            b.rules(False); rtt_base.append(b.pingpong())
-            b.rules(True); rtt_q.append(b.pingpong())
-        results["rtt_base"] = [med([r[0] for r in rtt_base]), med([r[1] for r in rtt_base])]
-        results["rtt_queued"] = [med([r[0] for r in rtt_q]), med([r[1] for r in rtt_q])]
+
+        print("egress with rules/default.yaml and models/default ...", file=sys.stderr)
+        b.start_egress(*model_args)
+        bulk_rounds("bulk_model")
+        conn_rounds("conns_model")
         b.rules(False)
         b.stop_egress()
+
+        print("egress with rules, model and --busy-poll %g ..." % args.busy_poll, file=sys.stderr)
+        b.start_egress(*model_args, *busy)
+        conn_rounds("conns_model_busy")
+        b.rules(False)
+        b.stop_egress()
+
+        for key, extra in (("queued", []), ("queued_busy", busy)):
+            print("egress, every packet queued%s ..." % (" (busy-poll)" if extra else ""), file=sys.stderr)
+            b.start_egress("--no-fast-path", *extra)
+            b.rules(True)
+            gbit, rate = b.bulk_with_rate()
+            rtt_base, rtt_q = [], []
+            for _ in range(args.rounds):
+                b.rules(False); rtt_base.append(b.pingpong())
+                b.rules(True); rtt_q.append(b.pingpong())
+            results[key] = {"bulk": gbit, "verdicts_per_s": rate,
+                            "rtt_base": [med([r[0] for r in rtt_base]), med([r[1] for r in rtt_base])],
+                            "rtt_queued": [med([r[0] for r in rtt_q]), med([r[1] for r in rtt_q])]}
+            b.rules(False)
+            b.stop_egress()
+
         b.start_egress("--fail-open")
         b.rules(True, fail_open=True)
         results["flood_open"] = b.flood()
         b.rules(False)
         b.stop_egress()
+    results["load_after"] = os.getloadavg()[0]
     text = report(results, args)
     print(text)
     if args.append:
@@ -272,34 +349,44 @@ def main() -> int:
 
 
 def report(r: dict, args) -> str:
-    (b50, b99), (q50, q99) = r["rtt_base"], r["rtt_queued"]
-    cb, cb_bad = r["conns_base"]
-    ce, ce_bad = r["conns_egress"]
     lines = [
         "## Live gateway (NFQUEUE)",
         "",
-        "Command (root; namespaces sbx -> gw -> ext on veth, 10.205.0.0/16; %g s per measurement):" % args.seconds,
+        "Command (root; namespaces egl2-* sbx -> gw -> ext on veth, 10.207.0.0/16; %g s per measurement):"
+        % args.seconds,
         "",
-        "    python bench/bench_live.py --seconds %g --rounds %d --append BENCHMARKS.md" % (args.seconds, args.rounds),
+        "    python bench/bench_live.py --seconds %g --rounds %d --busy-poll %g --append BENCHMARKS.md"
+        % (args.seconds, args.rounds, args.busy_poll),
         "",
-        "Machine: %d vCPU (%s), kernel %s, Python %s; clients, servers and egress share the CPUs. "
-        "Run on %s. Baselines are the same traffic through the same namespaces without egress, "
-        "in the same run: the daemon stays up and its rules are switched off and on between "
-        "alternating rounds." % (os.cpu_count(), platform.processor() or platform.machine(), platform.release(),
-                              platform.python_version(), datetime.date.today().isoformat()),
+        "Machine: %d vCPU (%s), kernel %s, Python %s; clients, servers and egress share the CPUs "
+        "(load average %.2f before, %.2f after). Run on %s. Baselines are the same traffic through the "
+        "same namespaces without egress, in the same run: the daemon stays up (metrics endpoint on) and "
+        "its rules are switched off and on between alternating rounds."
+        % (os.cpu_count(), platform.processor() or platform.machine(), platform.release(),
+           platform.python_version(), r["load_before"], r["load_after"], datetime.date.today().isoformat()),
         "",
         "| measurement | baseline | egress | ratio / added |",
         "|---|---:|---:|---:|",
-        "| bulk TCP, Gbit/s (fast path; median of %d alternating rounds) | %.2f | %.2f | %.0f %% |" % (args.rounds,
-            r["bulk_base"], r["bulk_fast"], 100 * r["bulk_fast"] / r["bulk_base"]),
-        "| bulk TCP, Gbit/s (every packet queued) | %.2f | %.2f | %.0f %% |" % (
-            r["bulk_base"], r["bulk_queued"], 100 * r["bulk_queued"] / r["bulk_base"]),
-        "| verdicts/s on the queue path (all-queued bulk) | - | %.0f | - |" % r["verdicts_per_s"],
-        "| TCP ping-pong RTT p50, us (all queued; median of rounds) | %.1f | %.1f | +%.1f per queued packet |" % (b50, q50, (q50 - b50) / 2),
-        "| TCP ping-pong RTT p99, us (all queued; median of rounds) | %.1f | %.1f | +%.1f per queued packet |" % (b99, q99, (q99 - b99) / 2),
-        "| new connections/s, fully inspected (2 clients) | %.0f | %.0f | %.0f %% (failed: %d / %d) |" % (
-            cb, ce, 100 * ce / cb, cb_bad, ce_bad),
     ]
+    for key, name in (("bulk_plain", "no rules, no model"), ("bulk_model", "rules/default.yaml + models/default")):
+        x = r[key]
+        lines.append("| bulk TCP, Gbit/s, fast path, %s (median of %d alternating rounds) | %.2f | %.2f | %.0f %% |"
+                     % (name, args.rounds, x["baseline"], x["egress"], 100 * x["egress"] / x["baseline"]))
+    for key, name in (("queued", ""), ("queued_busy", ", --busy-poll %g" % args.busy_poll)):
+        x = r[key]
+        lines.append("| bulk TCP, Gbit/s, every packet queued%s | - | %.2f | - |" % (name, x["bulk"]))
+        lines.append("| verdicts/s on the queue path (all-queued bulk%s) | - | %.0f | - |" % (name, x["verdicts_per_s"]))
+        (b50, b99), (q50, q99) = x["rtt_base"], x["rtt_queued"]
+        lines.append("| TCP ping-pong RTT p50, us (all queued%s) | %.1f | %.1f | **+%.1f per queued packet** |"
+                     % (name, b50, q50, (q50 - b50) / 2))
+        lines.append("| TCP ping-pong RTT p99, us (all queued%s) | %.1f | %.1f | +%.1f per queued packet |"
+                     % (name, b99, q99, (q99 - b99) / 2))
+    for key, name in (("conns_plain", "no rules, no model"), ("conns_model", "rules + model"),
+                      ("conns_model_busy", "rules + model, --busy-poll %g" % args.busy_poll)):
+        for variant, x in r[key].items():
+            (cb, cb_bad), (ce, ce_bad) = x["baseline"], x["egress"]
+            lines.append("| new connections/s, fully inspected: %s; %s | %.0f | %.0f | %.0f %% (failed: %d / %d) |"
+                         % (variant, name, cb, ce, 100 * ce / cb, cb_bad, ce_bad))
     lines += ["", "Small-packet flood (16-byte UDP datagrams, each to a new port = a new flow, %g s):" % args.seconds, "",
               "| run | sent | arrived in ext | dropped: queue full | dropped: netlink buffer | answered by egress |",
               "|---|---:|---:|---:|---:|---:|"]

@@ -53,6 +53,7 @@ class DaemonConfig:
     bypass: bool = False                      # no daemon bound -> accept (else drop)
     gso: bool = False                         # see egress.drivers.nfqueue: complete packets for the engine
     fast_path: bool = True                    # False: queue every packet (benchmarks, debugging)
+    busy_poll: float = 0.0                    # seconds to keep polling the queue after a packet (latency)
     copy_range: int = 1500
     queue_maxlen: int = 4096
     exception_action: str = "drop"
@@ -147,7 +148,7 @@ class Daemon:
         self.driver = QueueDriver(self.engine, cfg.queues, copy_range=cfg.copy_range, max_len=cfg.queue_maxlen,
                                   fail_open=cfg.fail_open, gso=cfg.gso, exception_action=cfg.exception_action,
                                   observer=self.metrics.observe if self.metrics else None,
-                                  fast_path=cfg.fast_path)
+                                  fast_path=cfg.fast_path, busy_poll=cfg.busy_poll)
         self.driver.open()
         if cfg.install_rules:
             self.spec = RuleSpec(mode=cfg.mode, queues=cfg.queues, bypass=cfg.bypass,

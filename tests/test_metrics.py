@@ -21,3 +21,28 @@ def test_observe_and_scrape():
     assert "egress_flows_total 3.0" in text and "egress_flows_active 2.0" in text
     assert 'egress_engine_events_total{name="decode.ipv4-bad-ihl"} 1.0' in text
     assert "_created" not in text
+
+
+def test_local_histogram_scrapes_like_prometheus_clients_own():
+    """The cheap per-packet histogram must expose exactly what prometheus-client's
+    Histogram would for the same observations (bucket bounds inclusive)."""
+    import random
+
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from egress.metrics import LATENCY_BUCKETS
+
+    rng = random.Random(4)
+    values = [rng.choice(LATENCY_BUCKETS) for _ in range(50)] + [rng.expovariate(1e4) for _ in range(500)] + [1.0]
+    m = Metrics()
+    reference = CollectorRegistry()
+    h = Histogram("egress_decision_seconds", "Queue callback to verdict", buckets=LATENCY_BUCKETS, registry=reference)
+    for v in values:
+        m.observe(Decision(Action.ALLOW, Verdict(Action.ALLOW, rule="r")), Action.ALLOW, v)
+        h.observe(v)
+    ours = [l for l in generate_latest(m.registry).decode().splitlines() if l.startswith("egress_decision_seconds_")]
+    theirs = [l for l in generate_latest(reference).decode().splitlines()
+              if l.startswith("egress_decision_seconds_") and "_created" not in l]
+    assert len(ours) == len(LATENCY_BUCKETS) + 3      # buckets + +Inf, count, sum
+    assert ours == theirs
+    assert 'egress_packets_total{queue="all"} %d.0' % len(values) in generate_latest(m.registry).decode()

@@ -64,6 +64,7 @@ NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLMSG_ERROR = 0x2
 
+_UNKNOWN = object()
 _OFFLOAD_MARKS = {Action.ALLOW: MARK_ALLOW, Action.DROP: MARK_DROP, Action.REJECT: MARK_REJECT}
 
 
@@ -123,7 +124,7 @@ class QueueDriver:
 
     def __init__(self, engine, queues=(0,), *, copy_range: int = MAX_COPY_RANGE, max_len: int = 4096,
                  fail_open: bool = False, gso: bool = False, exception_action: str = "drop",
-                 observer=None, clock=time.time, fast_path: bool = True):
+                 observer=None, clock=time.time, fast_path: bool = True, busy_poll: float = 0.0):
         if exception_action not in ("drop", "allow"):
             raise ValueError("exception_action must be drop or allow")
         self.engine = engine
@@ -135,6 +136,7 @@ class QueueDriver:
         self.exception_action = Action.DROP if exception_action == "drop" else Action.ALLOW
         self.observer = observer            # callable(decision, action, seconds) for metrics/revocation
         self.fast_path = fast_path          # False: never connmark a flow (every packet is queued)
+        self.busy_poll = max(0.0, float(busy_poll))   # seconds of polling without sleep after a packet
         self.clock = clock
         self.bindings: list = []
         self._readers: list[_BoundedReader] = []
@@ -174,7 +176,13 @@ class QueueDriver:
     def poll(self, timeout: float, batch: int = 512) -> int:
         """Wait up to `timeout` seconds for packets and handle at most `batch` per queue,
         so that a flood never keeps the caller from its timers and signals.
-        Returns the number of packets handled."""
+        Returns the number of packets handled.
+
+        With `busy_poll` > 0, after handling packets keep reading the queues without
+        sleeping until `busy_poll` seconds pass with no packet (yielding the CPU between
+        tries): the next packet of a conversation in flight is then taken without the
+        wake-up of a sleeping process, which on a small VM costs more than the engine
+        (see BENCHMARKS.md). Still bounded by `batch` packets per queue and call."""
         before = self.counters["packets"]
         try:
             ready, _, _ = select.select(self.fds(), [], [], timeout)
@@ -184,7 +192,26 @@ class QueueDriver:
             if reader.fd in ready:
                 reader.left = batch
                 nfq.run_socket(reader)
-        return self.counters["packets"] - before
+        handled = self.counters["packets"] - before
+        if handled and self.busy_poll > 0:
+            handled += self._spin(batch - handled)
+        return handled
+
+    def _spin(self, budget: int) -> int:
+        """Non-blocking reads until `busy_poll` seconds without a packet or `budget` packets."""
+        counters, clock, pairs = self.counters, time.perf_counter, list(zip(self.bindings, self._readers))
+        start = counters["packets"]
+        idle_until = clock() + self.busy_poll
+        while clock() < idle_until and counters["packets"] - start < budget:
+            seen = counters["packets"]
+            for nfq, reader in pairs:
+                reader.left = budget
+                nfq.run_socket(reader)
+            if counters["packets"] != seen:
+                idle_until = clock() + self.busy_poll
+            else:
+                os.sched_yield()     # let a runnable client or server have this CPU
+        return counters["packets"] - start
 
     # -- the per-packet path ----------------------------------------------------------
 
@@ -214,7 +241,9 @@ class QueueDriver:
             ts = pkt.get_timestamp()
             if not now - 1.0 < ts <= now + 0.001:
                 ts = now
-            iface = self._ifname(pkt.indev)
+            iface = self._ifnames.get(pkt.indev, _UNKNOWN)
+            if iface is _UNKNOWN:
+                iface = self._ifname(pkt.indev)
             decision = self.engine.process(RawPacket(ts, data, 101, wire_length(data), iface))
             action = decision.action
         except Exception:

@@ -125,3 +125,51 @@ def test_the_input_interface_reaches_the_engine_by_name():
     driver._on_packet(FakePacket(indev=1))       # 1 is the loopback interface in any namespace
     driver._on_packet(FakePacket(indev=0))
     assert [raw.iface for raw in engine.seen] == ["lo", None]
+
+
+class TrickleQueue:
+    """A stand-in binding: each run_socket() call delivers the next scheduled packets
+    (one list per call), as a queue does when packets arrive while we poll it."""
+
+    def __init__(self, driver, schedule, fd):
+        self.driver, self.schedule, self.fd = driver, list(schedule), fd
+
+    def get_fd(self):
+        return self.fd
+
+    def run_socket(self, reader):
+        for _ in range(self.schedule.pop(0) if self.schedule else 0):
+            self.driver._on_packet(FakePacket())
+
+
+def _trickle_driver(busy_poll, schedule, n):
+    import socket as _socket
+    a, b = _socket.socketpair()
+    b.send(b"!")                           # the fd is readable: select() returns at once
+    engine = ScriptedEngine(*[Decision(Action.ALLOW, Verdict()) for _ in range(n)])
+    drv = QueueDriver(engine, busy_poll=busy_poll)
+    drv.bindings = [TrickleQueue(drv, schedule, a.fileno())]
+    drv._readers = [type("R", (), {"fd": a.fileno(), "left": 0})()]
+    return drv, (a, b)
+
+
+def test_busy_poll_takes_packets_that_arrive_while_polling():
+    schedule = [1, 0, 0, 2, 0, 1]             # packets per read: gaps shorter than the busy-poll window
+    drv, socks = _trickle_driver(0.05, schedule, 4)
+    try:
+        assert drv.poll(0.1) == 4             # all of them in one poll() call, no sleep between
+    finally:
+        [s.close() for s in socks]
+    drv, socks = _trickle_driver(0.0, list(schedule), 4)
+    try:
+        assert drv.poll(0.1) == 1             # without busy-poll: only what was there at wake-up
+    finally:
+        [s.close() for s in socks]
+
+
+def test_busy_poll_is_bounded_by_the_batch():
+    drv, socks = _trickle_driver(10.0, [1] + [3] * 100, 301)
+    try:
+        assert drv.poll(0.1, batch=10) <= 12  # stops at the batch (plus one read), not after 10 s
+    finally:
+        [s.close() for s in socks]
