@@ -335,6 +335,143 @@ def _server_initiated(pkts: list) -> int:
     return count
 
 
+# -- tunnel-only sessions (ssh -N) ------------------------------------------------
+
+# Cipher framing (RFC 4253 6, RFC 5647, PROTOCOL.chacha20poly1305, PROTOCOL etm):
+# name -> (block size, AEAD tag bytes or 0). AEAD ciphers leave the 4-byte length
+# field out of the block alignment.
+_CIPHERS = {
+    "chacha20-poly1305@openssh.com": (8, 16),
+    "aes128-gcm@openssh.com": (16, 16), "aes256-gcm@openssh.com": (16, 16),
+    "aes128-ctr": (16, 0), "aes192-ctr": (16, 0), "aes256-ctr": (16, 0),
+    "aes128-cbc": (16, 0), "aes192-cbc": (16, 0), "aes256-cbc": (16, 0), "3des-cbc": (8, 0),
+}
+_MACS = {"hmac-sha2-256": 32, "hmac-sha2-512": 64, "hmac-sha1": 20, "hmac-md5": 16,
+         "umac-64@openssh.com": 8, "umac-128@openssh.com": 16}
+
+_OPEN_MIN_PAYLOAD = 40        # CHANNEL_OPEN direct-/forwarded-tcpip: 45+ / 48+ bytes; keepalive 27, confirm 17
+_TUNNEL_IDLE_MIN = 1.0        # an idle gap: at least this long, or 4 RTTs
+_TUNNEL_ANSWER_MIN = 0.5      # a channel open is answered within this, or 3 RTTs
+_RTT_CAP = 2.0
+
+
+def _negotiate(client_list: str, server_list: str) -> str | None:
+    """RFC 4253 7.1: the first algorithm on the SSH client's list that the server also lists."""
+    offered = set(server_list.split(","))
+    return next((a for a in client_list.split(",") if a in offered), None)
+
+
+def _framing(ssh_client: list[str], ssh_server: list[str], to_server: bool) -> tuple[int, int, bool] | None:
+    """(block, trailer bytes, length field outside the alignment) of one direction, None if unknown."""
+    i = 2 if to_server else 3
+    cipher = _negotiate(ssh_client[i], ssh_server[i])
+    if cipher not in _CIPHERS:
+        return None
+    block, tag = _CIPHERS[cipher]
+    if tag:
+        return block, tag, True
+    mac = _negotiate(ssh_client[i + 2], ssh_server[i + 2])
+    if not mac:
+        return None
+    etm = mac.endswith("-etm@openssh.com")
+    size = _MACS.get(mac.replace("-etm@openssh.com", "@openssh.com" if mac.startswith("umac") else "")
+                     if etm else mac)
+    return (block, size, etm) if size else None
+
+
+def _payload_range(size: int, framing: tuple[int, int, bool]) -> tuple[int, int] | None:
+    """Payload bytes of ONE packet of `size` bytes with minimal padding (OpenSSH's), or None if impossible."""
+    block, trailer, outside = framing
+    aligned = size - trailer - (4 if outside else 0)    # what the block alignment covers
+    padded = aligned - (0 if outside else 4)            # padding_length byte + payload + padding
+    if padded < 1 + 1 + 4 or aligned % block:
+        return None
+    return max(1, padded - 1 - (block + 3)), padded - 1 - 4
+
+
+def _smallest_packet(framing: tuple[int, int, bool]) -> int:
+    """Size of a packet with a 1-byte payload (minimal padding): USERAUTH_SUCCESS, REQUEST_SUCCESS."""
+    block, trailer, outside = framing
+    aligned = 1 + 1 + 4 + (0 if outside else 4)
+    aligned = -(-aligned // block) * block
+    return aligned + trailer + (4 if outside else 0)
+
+
+def _auth_end(pkts: list, down: tuple[int, int, bool]) -> int | None:
+    """Index of SSH_MSG_USERAUTH_SUCCESS in the encrypted packets, or None.
+
+    It is the first server packet of the smallest possible size (SERVICE_ACCEPT,
+    USERAUTH_FAILURE and PK_OK carry names and keys) after at least two client packets
+    (the service request and an authentication request). OpenSSH's sshd sends it from
+    its pre-auth process, so it never shares a TCP segment with post-auth messages.
+    """
+    smallest = _smallest_packet(down)
+    client_pkts = 0
+    for i, (_, d, n) in enumerate(pkts):
+        if d == 0:
+            client_pkts += 1
+        elif client_pkts >= 2 and n == smallest:
+            return i
+    return None
+
+
+def _tunnel_only(pkts: list, up, down) -> dict | None:
+    """The shape of a session that carries forwarded connections only (`ssh -N`), or None.
+
+    After authentication an OpenSSH client that wants a shell, a command, scp, sftp or
+    git opens a "session" channel and must wait for its confirmation before sending the
+    channel request (pty-req/env/shell/exec/subsystem): two client rounds back to back.
+    With -N it sends only global requests (tcpip-forward for -R, no-more-sessions) in a
+    single round and then waits. Forwarded connections come later, each after an idle
+    gap, as a CHANNEL_OPEN of 40+ payload bytes answered by the peer: from the server
+    (forwarded-tcpip: an `ssh -R` listener) or from the client (direct-tcpip: -L / -D).
+    """
+    end = _auth_end(pkts, down)
+    if end is None:
+        return None
+    # the slowest answer during login bounds the round-trip time (and the load)
+    rtt = 0.0
+    last_client = None
+    for ts, d, _ in pkts[:end + 1]:
+        if d == 0:
+            last_client = last_client if last_client is not None else ts
+        elif last_client is not None:
+            rtt = max(rtt, ts - last_client)
+            last_client = None
+    rtt = min(rtt, _RTT_CAP)
+    idle = max(_TUNNEL_IDLE_MIN, 4 * rtt)
+    answer = max(_TUNNEL_ANSWER_MIN, 3 * rtt)
+    post = pkts[end + 1:]
+    # split into bursts at idle gaps
+    bursts: list[list] = []
+    for p in post:
+        if not bursts or p[0] - bursts[-1][-1][0] >= idle:
+            bursts.append([])
+        bursts[-1].append(p)
+    if len(bursts) < 2:
+        return None
+    rounds, prev = 0, 1
+    for _, d, _ in bursts[0]:
+        if d == 0 and prev == 1:
+            rounds += 1
+        prev = d
+    if rounds != 1:
+        return None
+    opened = [0, 0]                       # channel opens by the client (local), by the server (reverse)
+    for burst in bursts[1:]:
+        ts0, d0, n0 = burst[0]
+        r = _payload_range(n0, up if d0 == 0 else down)
+        if r is None or r[0] < _OPEN_MIN_PAYLOAD or len(burst) < 3:
+            continue
+        reply = next((p for p in burst[1:] if p[1] != d0), None)
+        if reply is not None and reply[0] - ts0 <= answer:
+            opened[d0] += 1
+    if not any(opened):
+        return None
+    return {"login_rounds": rounds, "client_opened": opened[0], "server_opened": opened[1],
+            "idle_gap": round(idle, 3)}
+
+
 # -- the detector ------------------------------------------------------------------
 
 class SshDetector:
@@ -423,6 +560,13 @@ class SshDetector:
                                             {"shape": "server_initiated", "episodes": episodes}, 0.4))
             if nested is not None:
                 facts["ssh.nested_kex"] = "server" if nested == 1 else "client"
+            tunnel = _tunnel_shape(pkts, client, server, reversed_roles) if pkts else None
+            if tunnel is not None and tunnel["server_opened"]:
+                detections.append(Detection("reverse_tunnel", "ssh.tunnel_only_reverse", tunnel, 0.6))
+            elif tunnel is not None:
+                detections.append(Detection("tunnel", "ssh.tunnel_only", tunnel, 0.5))
+            if tunnel is not None and done:
+                facts["ssh.tunnel_only"] = "reverse" if tunnel["server_opened"] else "local"
             if pkts and done:
                 facts["ssh.encrypted_pkts"] = [sum(1 for p in pkts if p[1] == 0),
                                                sum(1 for p in pkts if p[1] == 1)]
@@ -430,6 +574,17 @@ class SshDetector:
 
         status = Status.MATCH if done else Status.NEED_MORE
         return InspectResult(status, tuple(detections), "ssh", facts)
+
+
+def _tunnel_shape(pkts: list, client: _Side, server: _Side, reversed_roles: bool) -> dict | None:
+    """_tunnel_only with the framing of each direction from the two KEXINITs (normal roles only)."""
+    if reversed_roles or not client.kexinit or not server.kexinit:
+        return None
+    up = _framing(client.kexinit, server.kexinit, to_server=True)
+    down = _framing(client.kexinit, server.kexinit, to_server=False)
+    if up is None or down is None:
+        return None
+    return _tunnel_only(pkts, up, down)
 
 
 def _one_sided_ok(client: _Side, server: _Side, to_server: bytes, to_client: bytes) -> bool:

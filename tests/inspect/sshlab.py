@@ -147,7 +147,7 @@ class SshLab:
             "Port %d\nListenAddress 127.0.0.1\nHostKey %s\nAuthorizedKeysFile %s\nPidFile %s\n"
             "StrictModes no\nUsePAM no\nPermitRootLogin yes\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nAllowTcpForwarding yes\nGatewayPorts no\n"
-            "LogLevel ERROR\n" % (self.port, d / "hostkey", d / "authorized_keys", d / "sshd.pid"))
+            "Subsystem sftp /usr/lib/openssh/sftp-server\nLogLevel ERROR\n" % (self.port, d / "hostkey", d / "authorized_keys", d / "sshd.pid"))
         self.procs.append(subprocess.Popen(self._ns(["-D", "-e", "-f", str(d / "sshd_config")]),
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         try:
@@ -252,3 +252,102 @@ def reversed_session(lab: SshLab, command: str = "echo reversed") -> Recording:
         listener.close()
         client_side.close()
     return rec
+
+
+# -- tunnel-only scenarios (ssh -N) -----------------------------------------------------
+
+def wait_listen(port: int, timeout: float = 10.0) -> None:
+    """Wait until something LISTENs on `port` without connecting to it (a probe would be forwarded)."""
+    deadline = time.monotonic() + timeout
+    suffix = ":%04X" % port
+    while time.monotonic() < deadline:
+        for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(name) as f:
+                if any(p[1].endswith(suffix) and p[3] == "0A" for p in (line.split() for line in f.readlines()[1:])):
+                    return
+        time.sleep(0.05)
+    raise TimeoutError("nothing listens on %d" % port)
+
+
+class EchoServer:
+    """A loopback TCP echo server (the far end of the forwards); threads end with close()."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def _echo(c: socket.socket) -> None:
+        with c:
+            try:
+                c.settimeout(10)
+                while data := c.recv(4096):
+                    c.sendall(data)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def echo_rounds(sock: socket.socket, rounds: int = 3) -> None:
+    for j in range(rounds):
+        sock.sendall(b"ping %d\n" % j)
+        sock.recv(100)
+        time.sleep(0.1)
+
+
+def through_port(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), 5) as c:
+        echo_rounds(c)
+
+
+def through_socks(port: int, target_port: int) -> None:
+    """A minimal SOCKS5 client (RFC 1928, no auth, CONNECT to 127.0.0.1:target_port)."""
+    with socket.create_connection(("127.0.0.1", port), 5) as c:
+        c.settimeout(5)
+        c.sendall(b"\x05\x01\x00")
+        assert c.recv(2) == b"\x05\x00"
+        c.sendall(b"\x05\x01\x00\x01\x7f\x00\x00\x01" + target_port.to_bytes(2, "big"))
+        assert c.recv(10)[:2] == b"\x05\x00"
+        echo_rounds(c)
+
+
+class Marks:
+    """Monotonic times at which a scenario deliberately went idle and resumed.
+
+    `retime` replaces a recording's timestamps with controlled ones: packets between
+    two marks keep their order 1 ms apart, and each mark is an idle gap of `gap`
+    seconds. The sizes, directions and order stay real; only the machine's timing
+    (and its load) is taken out.
+    """
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def idle(self, seconds: float) -> None:
+        self.times.append(time.monotonic())
+        time.sleep(seconds)
+        self.times.append(time.monotonic())
+
+    def retime(self, sizes, gap: float = 3.0, step: float = 0.001) -> list[tuple[float, int, int]]:
+        resumes = self.times[1::2]
+        out, t, phase = [], 0.0, 0
+        for ts, d, n in sizes:
+            while phase < len(resumes) and ts >= resumes[phase]:
+                phase += 1
+                t += gap
+            t += step
+            out.append((t, d, n))
+        return out
