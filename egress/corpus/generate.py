@@ -257,23 +257,26 @@ def dns(r: Run) -> None:
                   "--seed", r.rng.randrange(1 << 30)]), r.duration + 10)
 
 
-def mining(module: str, variant: str, tls: bool, ws: bool, rare: bool = False) -> Callable[[Run], None]:
+def mining(module: str, variant: str, tls: bool, ws: bool, rare: bool = False,
+           poisson: str | None = None) -> Callable[[Run], None]:
     """Pool outside, 1-3 miners in the sandbox. `rare`: a slow miner that seldom finds a
-    share, so the flow is mostly the pool pushing jobs."""
-    prog = module if "." in module else "egress.sim." + module
+    share, so the flow is mostly the pool pushing jobs. `poisson`: the protocol name for
+    egress.corpus.poisson (exponential share gaps, jobs on random block arrivals)."""
+    prog = "egress.corpus.poisson" if poisson else module if "." in module else "egress.sim." + module
+    pre = [poisson] if poisson else []
 
     def scenario(r: Run) -> None:
         rng = r.rng
         job = rng.choice([0.3, 0.7, 1.5, 3.0, 5.0]) if not rare else rng.choice([0.3, 0.7, 1.5])
         flags = (["--tls"] if tls else []) + (["--ws"] if ws else [])
-        pool = r.ext([PY, "-m", prog, "pool", "--listen", "%s:%d" % (r.ip, r.port),
+        pool = r.ext([PY, "-m", prog, *pre, "pool", "--listen", "%s:%d" % (r.ip, r.port),
                       "--duration", r.duration + 10, "--job-interval", job, "--variant", variant,
                       "--seed", rng.randrange(1 << 30)] + flags, stdout=subprocess.PIPE)
         r.wait_line(pool, "listening")
         miners = []
         for _ in range(rng.choice([1, 1, 2, 3])):
             share = rng.choice([0.3, 0.6, 1.0, 2.0, 4.0]) if not rare else rng.choice([5.0, 8.0, 15.0])
-            miners.append(r.sbx([PY, "-m", prog, "client", "--connect", "%s:%d" % (r.ip, r.port),
+            miners.append(r.sbx([PY, "-m", prog, *pre, "client", "--connect", "%s:%d" % (r.ip, r.port),
                                  "--duration", r.duration * rng.uniform(0.6, 1.0), "--share-interval", share,
                                  "--jitter", rng.choice([0.05, 0.2, 0.5]), "--variant", variant,
                                  "--periodic-interval", rng.choice([2.0, 5.0, 10.0]),
@@ -281,6 +284,16 @@ def mining(module: str, variant: str, tls: bool, ws: bool, rare: bool = False) -
             time.sleep(rng.uniform(0.0, 1.5))
         for m in miners:
             r.wait(m, r.duration + 20)
+    return scenario
+
+
+def grpc(tls: bool) -> Callable[[Run], None]:
+    def scenario(r: Run) -> None:
+        argv = ["--duration", r.duration, "--seed", r.rng.randrange(1 << 30)] + (["--tls"] if tls else [])
+        srv = r.ext([PY, "-m", PROG, "grpc-stream", "--listen", "%s:%d" % (r.ip, r.port), "--cert-dir", r.tmp]
+                    + argv, stdout=subprocess.PIPE)
+        r.wait_line(srv, "listening")
+        r.wait(r.sbx([PY, "-m", PROG, "grpc-stream", "--connect", "%s:%d" % (r.ip, r.port)] + argv), r.duration + 15)
     return scenario
 
 
@@ -424,7 +437,15 @@ def scenarios() -> list[tuple[str, str, Callable[[Run], None], int]]:
                 ("benign/git-http/" + t, "benign", git_https(tls), 1),
                 ("benign/llm-stream/" + t, "benign", web("llm", tls), 2),
                 ("benign/telemetry/" + t, "benign", web("telemetry", tls), 2),
-                ("benign/sse/" + t, "benign", web("sse", tls), 2)]
+                ("benign/sse/" + t, "benign", web("sse", tls), 2),
+                # push-style apps: the server speaks unasked, timers drive small client messages
+                ("benign/sse-live/" + t, "benign", web("sse-live", tls), 2),
+                ("benign/longpoll/" + t, "benign", web("longpoll", tls), 2),
+                ("benign/pubsub-feed/" + t, "benign", web("pubsub-feed", tls), 2),
+                ("benign/pubsub-ticker/" + t, "benign", web("pubsub-ticker", tls), 2),
+                ("benign/telemetry-batch/" + t, "benign", web("telemetry-batch", tls), 2),
+                ("benign/ci-poll/" + t, "benign", web("ci-poll", tls), 2),
+                ("benign/grpc-stream/" + t, "benign", grpc(tls), 2)]
     out += [("benign/dns", "benign", dns, 1),
             ("benign/ssh-interactive", "benign", ssh_interactive, 3),
             ("benign/ssh-commands", "benign", ssh_commands, 1),
@@ -448,6 +469,14 @@ def scenarios() -> list[tuple[str, str, Callable[[Run], None], int]]:
                                 ("egress.corpus.zcash", "zcash")):
             name = "mining/%s-%s/%s-rare" % (module.rsplit(".", 1)[-1], variant, t)
             out.append((name, "mining", mining(module, variant, tls, False, rare=True), 1))
+    for protocol, module, variant in (("stratum", "stratum", "btc"), ("xmr", "xmr", "xmrig"),
+                                      ("ethproxy", "ethproxy", "ethproxy"), ("zcash", "egress.corpus.zcash", "zcash")):
+        for tls in (False, True):
+            t = "tls" if tls else "plain"
+            out.append(("mining/poisson-%s/%s" % (protocol, t), "mining",
+                        mining(module, variant, tls, False, poisson=protocol), 1))
+            out.append(("mining/poisson-%s/%s-rare" % (protocol, t), "mining",
+                        mining(module, variant, tls, False, rare=True, poisson=protocol), 1))
     for inner in ("http", "interactive", "scp"):
         out.append(("reverse_tunnel/ssh-R/" + inner, "reverse_tunnel", reverse_tunnel(inner), 3))
     for inner in ("interactive", "bulk"):

@@ -7,7 +7,11 @@
                  N bytes, also POST), /static/... (files under --root, e.g. a bare git repo for
                  git's dumb HTTP protocol), /ws (WebSocket: pushes a message every
                  --push-interval seconds and answers every client message).
-- web-client     HTTP client patterns over TLS or not: bulk, api, pip, npm, ws.
+- web-client     HTTP client patterns over TLS or not: bulk, api, pip, npm, ws, llm, telemetry,
+                 telemetry-batch, ci-poll, sse, sse-live, longpoll, pubsub-feed, pubsub-ticker.
+                 Server paths for the push-style ones: /live (SSE with keep-alive
+                 heartbeats), /poll (long polling), /pubsub (WebSocket pub/sub with
+                 heartbeats), /ingest (a collector's near-empty answer).
 - dns-server     UDP DNS answering A queries; dns-client sends queries with pauses.
 - typist         writes shell commands to stdout one keystroke at a time with human timing
                  (pipe it into `ssh -tt` or into a reverse shell).
@@ -18,6 +22,8 @@
 - accept-pipe    accepts one connection on HOST:PORT and splices it to stdin/stdout
                  (used as the outside SSH client's ProxyCommand).
 - fetch-loop     connects to a local port repeatedly and reads/writes (traffic through a tunnel).
+- grpc-stream    a long-lived gRPC-like bidirectional stream in HTTP/2 frames (--listen: the
+                 service, --connect: the client), optionally TLS with ALPN h2.
 - p2p-node       a cryptocurrency peer-to-peer node (Bitcoin framing: version, inv, tx, block,
                  ping): crypto traffic that is not mining, a hard negative.
 
@@ -154,6 +160,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(int(path[8:] or 0))
         elif path == "/events":
             self._events()
+        elif path == "/live":
+            self._live(_query(self.path))
+        elif path == "/pubsub":
+            self._websocket(pubsub=_query(self.path))
+        elif path == "/poll":
+            self._poll(_query(self.path))
+        elif path == "/jobs/request":
+            # a CI coordinator: mostly "no job" (an empty answer), now and then a job spec
+            if random.random() < float(_query(self.path).get("p", 0.05)):
+                self._send(json.dumps({"id": random.randrange(1 << 31), "steps": ["s" * random.randint(500, 4000)
+                                       for _ in range(random.randint(1, 5))]}).encode(), "application/json")
+            else:
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+        elif path == "/ingest":
+            self._send(random.choice([b"{}", b'{"partialSuccess":{}}', b""]), "application/json")
         else:
             self.send_error(404)
 
@@ -190,7 +213,53 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         self.close_connection = True
 
-    def _websocket(self):
+    def _live(self, q: dict) -> None:
+        """Server-sent events with keep-alive comments: a constant-size heartbeat every `hb`
+        seconds (proxies close idle streams) and events of varying size at random times,
+        sometimes in clusters (a build log, a deploy's status, notifications)."""
+        rng = random.Random()
+        hb, rate = float(q.get("hb", 15)), float(q.get("rate", 0.2))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        now = time.time()
+        next_hb, next_ev = now + hb, now + rng.expovariate(rate)
+        seq = 0
+        try:
+            while True:
+                wake = min(next_hb, next_ev)
+                time.sleep(max(0.0, wake - time.time()))
+                if next_hb <= next_ev:
+                    self.wfile.write(b": keep-alive\n\n")
+                    next_hb += hb * rng.uniform(0.98, 1.02)
+                else:
+                    for _ in range(rng.choice([1, 1, 1, 2, 5])):
+                        seq += 1
+                        body = json.dumps({"seq": seq, "kind": rng.choice(["log", "status", "note"]),
+                                           "text": "e" * int(rng.lognormvariate(4.0, 1.0))})
+                        self.wfile.write(("id: %d\nevent: update\ndata: %s\n\n" % (seq, body)).encode())
+                    next_ev = time.time() + rng.expovariate(rate)
+                self.wfile.flush()
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def _poll(self, q: dict) -> None:
+        """Long polling: hold the request until an event (random) or the poll timeout."""
+        rng = random.Random()
+        wait = rng.expovariate(float(q.get("rate", 0.2)))
+        timeout = float(q.get("timeout", 20))
+        if wait < timeout:
+            time.sleep(wait)
+            events = [{"id": rng.randrange(1 << 40), "type": "message", "body": "m" * int(rng.lognormvariate(4.5, 1.0))}
+                      for _ in range(rng.choice([1, 1, 2, 3]))]
+        else:
+            time.sleep(timeout)
+            events = []
+        self._send(json.dumps({"ok": True, "events": events}).encode(), "application/json")
+
+    def _websocket(self, pubsub: dict | None = None):
         import base64
         import hashlib
         key = self.headers.get("Sec-WebSocket-Key", "")
@@ -206,6 +275,9 @@ class _Handler(BaseHTTPRequestHandler):
         sock = self.connection
         lock = threading.Lock()
         alive = [True]
+        if pubsub is not None:
+            self._pubsub(sock, lock, rng, pubsub)
+            return
 
         def pusher():
             while alive[0]:
@@ -229,6 +301,57 @@ class _Handler(BaseHTTPRequestHandler):
                     break
         alive[0] = False
         self.close_connection = True
+
+
+    def _pubsub(self, sock, lock, rng, q: dict) -> None:
+        """A pub/sub gateway (chat, notifications, market data) over WebSocket: the server
+        publishes at random times (mode "feed": sizes vary widely, often in bursts; mode
+        "ticker": one quote object whose size varies by a few bytes); every client
+        heartbeat gets an immediate constant-size ack; client publishes get an ack."""
+        mode, rate = q.get("mode", "feed"), float(q.get("rate", 1.0))
+        alive = [True]
+
+        def publisher():
+            seq = 0
+            while alive[0]:
+                time.sleep(rng.expovariate(rate))
+                for _ in range(1 if mode == "ticker" else rng.choice([1, 1, 1, 2, 3, 8])):
+                    seq += 1
+                    if mode == "ticker":
+                        d = {"s": rng.choice(["BTCUSD", "ETHUSD", "AAPL", "EURUSD"]),
+                             "p": round(rng.uniform(1, 70000), rng.randint(2, 5)), "v": rng.randint(1, 99999),
+                             "t": int(time.time() * 1000)}
+                    else:
+                        d = {"channel": rng.choice(["general", "ops", "ci"]),
+                             "text": "c" * int(rng.lognormvariate(4.0, 1.2))}
+                    msg = json.dumps({"op": 0, "s": seq, "t": "DISPATCH", "d": d}).encode()
+                    try:
+                        with lock:
+                            sock.sendall(_ws_frame(msg, mask=False))
+                    except OSError:
+                        return
+        threading.Thread(target=publisher, daemon=True).start()
+        while True:
+            data = _ws_read(self.rfile)
+            if data is None:
+                break
+            try:
+                op = json.loads(data).get("op")
+            except ValueError:
+                op = None
+            reply = {"op": 11} if op == 1 else {"op": 9, "ok": True}
+            with lock:
+                try:
+                    sock.sendall(_ws_frame(json.dumps(reply).encode(), mask=False))
+                except OSError:
+                    break
+        alive[0] = False
+        self.close_connection = True
+
+
+def _query(path: str) -> dict:
+    from urllib.parse import parse_qsl
+    return dict(parse_qsl(path.partition("?")[2]))
 
 
 def web_server(a) -> None:
@@ -320,6 +443,42 @@ def web_client(a) -> None:
             _get(c, "/api/%d" % rng.randint(40, 200), json.dumps({"m": "x" * (size + rng.randint(-20, 20))}).encode())
             time.sleep(interval * rng.uniform(0.8, 1.2))
         c.close()
+    elif a.pattern == "telemetry-batch":
+        # an exporter flushing a batch every few seconds: the batch grows and shrinks with
+        # what the program did; the collector answers with a near-empty body
+        c = _conn(a)
+        interval = rng.choice([1.0, 2.0, 5.0, 10.0])
+        activity = rng.choice([1.0, 3.0])
+        while time.time() < end:
+            spans = [{"name": "op%d" % rng.randrange(50), "attrs": "a" * rng.randint(10, 200)}
+                     for _ in range(max(1, int(rng.lognormvariate(activity, 1.0))))]
+            _get(c, "/ingest", json.dumps({"resourceSpans": spans}).encode())
+            time.sleep(interval * rng.uniform(0.9, 1.1))
+        c.close()
+    elif a.pattern == "ci-poll":
+        # a CI runner / agent asking its coordinator for work on a fixed timer with the same
+        # request every time; with a job it streams its log back for a while
+        c = _conn(a)
+        interval, p_job = rng.choice([1.0, 3.0, 5.0]), rng.choice([0.02, 0.1])
+        body = json.dumps({"token": os.urandom(16).hex(), "info": {"name": "runner-%d" % rng.randrange(999),
+                           "version": "16.%d.0" % rng.randrange(12), "features": "f" * rng.randint(50, 400)}}).encode()
+        while time.time() < end:
+            if _get(c, "/jobs/request?p=%g" % p_job, body) > 0:
+                for _ in range(rng.randint(2, 8)):
+                    _get(c, "/api/%d" % rng.randint(30, 80), json.dumps({"trace": "t" * rng.randint(100, 6000)}).encode())
+                    time.sleep(rng.uniform(0.3, 2.0))
+            time.sleep(interval * rng.uniform(0.97, 1.03))
+        c.close()
+    elif a.pattern == "longpoll":
+        c = _conn(a)
+        rate, timeout = rng.choice([0.05, 0.2, 1.0]), rng.choice([5, 10, 30])
+        while time.time() < end:
+            _get(c, "/poll?rate=%g&timeout=%d&cursor=%d" % (rate, timeout, rng.randrange(10 ** 9, 10 ** 10)))
+        c.close()
+    elif a.pattern in ("pubsub-feed", "pubsub-ticker"):
+        _pubsub_client(a, rng, end, a.pattern.split("-")[1])
+    elif a.pattern == "sse-live":
+        _stream_get(a, "/live?hb=%g&rate=%g" % (rng.choice([1.0, 2.0, 5.0, 15.0]), rng.choice([0.05, 0.3, 1.0])), end)
     elif a.pattern == "sse":
         host, port = _hostport(a.connect)
         s = socket.create_connection((host, port), timeout=30)
@@ -334,6 +493,72 @@ def web_client(a) -> None:
             except socket.timeout:
                 pass
         s.close()
+
+
+def _stream_get(a, path: str, end: float) -> None:
+    host, port = _hostport(a.connect)
+    s = socket.create_connection((host, port), timeout=30)
+    if a.tls:
+        s = _client_tls().wrap_socket(s, server_hostname="svc.test")
+    s.sendall(("GET %s HTTP/1.1\r\nHost: svc.test\r\nAccept: text/event-stream\r\n\r\n" % path).encode())
+    s.settimeout(1.0)
+    while time.time() < end:
+        try:
+            if not s.recv(65536):
+                break
+        except socket.timeout:
+            pass
+    s.close()
+
+
+def _ws_open(a, path: str):
+    import base64
+    host, port = _hostport(a.connect)
+    s = socket.create_connection((host, port), timeout=30)
+    if a.tls:
+        s = _client_tls().wrap_socket(s, server_hostname="svc.test")
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(("GET %s HTTP/1.1\r\nHost: svc.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, key)).encode())
+    f = s.makefile("rb")
+    while f.readline() not in (b"\r\n", b""):
+        pass
+    return s, f
+
+
+def _pubsub_client(a, rng, end, mode: str) -> None:
+    """Subscribe, then a heartbeat every `hb` seconds (timer-driven, like Discord/Slack/
+    Phoenix clients) and now and then a publish of varying size."""
+    rate = rng.choice([0.2, 1.0, 3.0]) if mode == "feed" else rng.choice([0.5, 2.0, 5.0])
+    s, f = _ws_open(a, "/pubsub?mode=%s&rate=%g" % (mode, rate))
+    stop = [False]
+    threading.Thread(target=lambda: [None for _ in iter(lambda: None if stop[0] else _ws_read(f), None)],
+                     daemon=True).start()
+    hb = rng.choice([1.0, 2.5, 5.0, 15.0])
+    pub = rng.choice([0.0, 0.05, 0.3])
+    seq = 0
+    s.sendall(_ws_frame(json.dumps({"op": 2, "d": {"token": os.urandom(24).hex(), "topics": ["a", "b"]}}).encode(),
+                        mask=True))
+    next_hb = time.time() + hb * rng.uniform(0.1, 1.0)
+    next_pub = time.time() + (rng.expovariate(pub) if pub else 1e9)
+    try:
+        while time.time() < end:
+            wake = min(next_hb, next_pub, end)
+            time.sleep(max(0.0, wake - time.time()))
+            if time.time() >= end:
+                break
+            if next_hb <= next_pub:
+                seq += 1
+                s.sendall(_ws_frame(json.dumps({"op": 1, "d": seq}).encode(), mask=True))
+                next_hb += hb
+            else:
+                s.sendall(_ws_frame(json.dumps({"op": 3, "d": {"text": "u" * int(rng.lognormvariate(3.5, 1.0))}})
+                                    .encode(), mask=True))
+                next_pub = time.time() + rng.expovariate(pub)
+    except OSError:
+        pass
+    stop[0] = True
+    s.close()
 
 
 def _ws_client(a, rng, end) -> None:
@@ -620,6 +845,118 @@ def p2p_node(a) -> None:
     s.close()
 
 
+# --- a gRPC-like bidirectional stream (HTTP/2 framing) ------------------------------------------
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_DATA, H2_HEADERS, H2_SETTINGS, H2_PING, H2_WINDOW = 0, 1, 4, 6, 8
+
+
+def _h2_frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return struct.pack("!I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack("!I", stream) + payload
+
+
+def _grpc_msg(n: int) -> bytes:
+    body = os.urandom(max(1, n))          # protobuf bytes look random enough for sizes and timing
+    return _h2_frame(H2_DATA, 0, 1, b"\0" + struct.pack("!I", len(body)) + body)
+
+
+class _H2Reader:
+    def __init__(self):
+        self.buf = b""
+
+    def feed(self, data: bytes):
+        self.buf += data
+        while len(self.buf) >= 9:
+            n = int.from_bytes(self.buf[:3], "big")
+            if len(self.buf) < 9 + n:
+                return
+            yield self.buf[3], self.buf[4], self.buf[9:9 + n]
+            self.buf = self.buf[9 + n:]
+
+
+def _grpc_talk(s, rng: random.Random, end: float, server: bool) -> None:
+    """Both ends of a long-lived stream (a job runner's control channel, a config/watch
+    stream, a streaming RPC): each side sends messages of varying size at random times,
+    keepalive PINGs on a timer get an immediate PING ACK, consumed data earns WINDOW_UPDATEs."""
+    rate = rng.choice([0.1, 0.5, 2.0])
+    keepalive = rng.choice([0.0, 1.0, 5.0, 10.0])
+    size_mu = rng.choice([4.0, 5.5, 7.0])
+    reader = _H2Reader()
+    consumed = 0
+    now = time.time()
+    next_msg = now + rng.expovariate(rate)
+    next_ping = now + keepalive if keepalive else 1e18
+    s.setblocking(False)
+    while time.time() < end:
+        wait = max(0.0, min(next_msg, next_ping, end) - time.time())
+        pending = s.pending() if hasattr(s, "pending") else 0      # TLS may hold decrypted bytes
+        r, _, _ = select.select([s], [], [], 0.0 if pending else wait)
+        out = b""
+        if r or pending:
+            try:
+                data = s.recv(65536)
+            except (BlockingIOError, ssl.SSLWantReadError):
+                data = None
+            if data == b"":
+                return
+            for ftype, flags, payload in reader.feed(data or b""):
+                if ftype == H2_PING and not flags & 1:
+                    out += _h2_frame(H2_PING, 1, 0, payload)
+                elif ftype == H2_SETTINGS and not flags & 1:
+                    out += _h2_frame(H2_SETTINGS, 1, 0, b"")
+                elif ftype == H2_DATA:
+                    consumed += len(payload)
+                    if consumed > 16384:
+                        out += _h2_frame(H2_WINDOW, 0, 0, struct.pack("!I", consumed))
+                        consumed = 0
+        t = time.time()
+        if t >= next_msg:
+            for _ in range(rng.choice([1, 1, 1, 2, 4])):
+                out += _grpc_msg(int(rng.lognormvariate(size_mu, 1.0)))
+            next_msg = t + rng.expovariate(rate)
+        if t >= next_ping:
+            out += _h2_frame(H2_PING, 0, 0, os.urandom(8))
+            next_ping = t + keepalive
+        if out:
+            s.setblocking(True)
+            s.sendall(out)
+            s.setblocking(False)
+
+
+def grpc_stream(a) -> None:
+    """--listen: the service; --connect: the sandbox's client opening one streaming call."""
+    rng = random.Random(a.seed)
+    end = time.time() + a.duration
+    if a.listen:
+        _stop_after(a.duration + 5)
+        host, port = _hostport(a.listen)
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind((host, port))
+        ls.listen(4)
+        print("listening", flush=True)
+        s, _ = ls.accept()
+        if a.tls:
+            ctx = _server_tls(a.cert_dir)
+            ctx.set_alpn_protocols(["h2"])
+            s = ctx.wrap_socket(s, server_side=True)
+        s.recv(len(H2_PREFACE))
+        s.sendall(_h2_frame(H2_SETTINGS, 0, 0, struct.pack("!HI", 3, 100) + struct.pack("!HI", 4, 1 << 20)))
+        _grpc_talk(s, rng, end, server=True)
+    else:
+        host, port = _hostport(a.connect)
+        s = socket.create_connection((host, port), timeout=10)
+        if a.tls:
+            ctx = _client_tls()
+            ctx.set_alpn_protocols(["h2"])
+            s = ctx.wrap_socket(s, server_hostname="svc.test")
+        headers = os.urandom(rng.randint(60, 140))          # an HPACK block: :path /pkg.Service/Watch ...
+        s.sendall(H2_PREFACE + _h2_frame(H2_SETTINGS, 0, 0, struct.pack("!HI", 2, 0))
+                  + _h2_frame(H2_HEADERS, 4, 1, headers))
+        _grpc_talk(s, rng, end, server=False)
+    s.close()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="egress.corpus.programs")
     ap.add_argument("role")
@@ -639,7 +976,7 @@ def main(argv=None) -> int:
     roles = {"web-server": web_server, "web-client": web_client, "dns-server": dns_server,
              "dns-client": dns_client, "typist": typist, "reverse-shell": reverse_shell,
              "shell-operator": shell_operator, "relay": relay, "accept-pipe": accept_pipe,
-             "fetch-loop": fetch_loop, "p2p-node": p2p_node}
+             "fetch-loop": fetch_loop, "p2p-node": p2p_node, "grpc-stream": grpc_stream}
     if a.role not in roles:
         ap.error("unknown role %s" % a.role)
     try:
