@@ -105,3 +105,24 @@ def test_audit_mode_flows_are_not_revoked(tmp_path):
 
 def test_one_line():
     assert one_line(ValueError("a.yaml:3: bad\na.yaml:9: worse\n")) == "a.yaml:3: bad; a.yaml:9: worse"
+
+
+def test_reload_with_a_real_engine_swaps_in_fresh_domain_lists_without_an_error(tmp_path, caplog):
+    """SIGHUP re-reads rules/pools.txt and rules/tunnels.txt (the shipped ones here) into
+    the running engine's detectors, and nothing is logged at error level."""
+    from egress.engine import Engine
+    from egress.inspect.pool_domain import PoolDomainDetector
+    from egress.inspect.tunnel import TunnelDetector
+
+    d, _ = make_daemon(tmp_path, GOOD)
+    d.engine = Engine(policy=d.engine.policy)
+    pools = next(x for x in d.engine.inspect.detectors if isinstance(x, PoolDomainDetector))
+    tunnels = next(x for x in d.engine.inspect.detectors if isinstance(x, TunnelDetector))
+    before = (dict(vars(pools)), dict(vars(tunnels)))
+    with caplog.at_level(logging.INFO, logger="egress"):
+        assert d.reload() is True
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    after = (vars(pools), vars(tunnels))
+    for old, new in zip(before, after):
+        changed = [k for k in old if old[k] is not new[k]]
+        assert changed, "the reload did not swap a fresh list into %r" % (new,)

@@ -1,7 +1,7 @@
 """Fixtures for the end-to-end tests: root, a module-wide sbx/gw/ext topology, a workdir.
 
 Every test here is marked `netns` and skipped, with the reason, when not root or when a
-needed tool is missing. The topology (10.205.0.0/16, fd05:205::/48, namespaces "egl-...")
+needed tool is missing. The topology (10.207.0.0/16, fd07:207::/48, namespaces "egl2-...")
 and everything started in it are removed at the end of the module, also on failure.
 """
 from __future__ import annotations
@@ -38,5 +38,5 @@ def lab(tmp_path_factory):
     require_live()
     workdir = tmp_path_factory.mktemp("e2e")
     os.chmod(workdir, 0o755)
-    with Topology() as topo:
+    with Topology(subnet4="10.207.0.0/16", subnet6="fd07:207::/48", prefix="egl2-") as topo:
         yield Lab(topo, workdir)
