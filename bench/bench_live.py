@@ -267,7 +267,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=3, help="alternating baseline/egress rounds (median reported)")
     ap.add_argument("--busy-poll", type=float, default=200.0, metavar="USEC",
-                    help="the --busy-poll value of the busy-polling runs (default 200)")
+                    help="the --busy-poll value of the busy-polling runs (default 200; 0: no such runs)")
     ap.add_argument("--append", metavar="FILE", help="append the results as a markdown section")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -307,19 +307,24 @@ def main() -> int:
         b.stop_egress()
 
         print("egress with rules/default.yaml and models/default ...", file=sys.stderr)
-        b.start_egress(*model_args)
-        bulk_rounds("bulk_model")
-        conn_rounds("conns_model")
-        b.rules(False)
-        b.stop_egress()
+        try:
+            b.start_egress(*model_args)
+        except RuntimeError as exc:            # e.g. a model bundle that does not match the code
+            results["model_error"] = str(exc).strip().splitlines()[-1]
+            print("bench_live: the model run could not start: %s" % results["model_error"], file=sys.stderr)
+        else:
+            bulk_rounds("bulk_model")
+            conn_rounds("conns_model")
+            b.rules(False)
+            b.stop_egress()
+            if args.busy_poll > 0:
+                print("egress with rules, model and --busy-poll %g ..." % args.busy_poll, file=sys.stderr)
+                b.start_egress(*model_args, *busy)
+                conn_rounds("conns_model_busy")
+                b.rules(False)
+                b.stop_egress()
 
-        print("egress with rules, model and --busy-poll %g ..." % args.busy_poll, file=sys.stderr)
-        b.start_egress(*model_args, *busy)
-        conn_rounds("conns_model_busy")
-        b.rules(False)
-        b.stop_egress()
-
-        for key, extra in (("queued", []), ("queued_busy", busy)):
+        for key, extra in (("queued", []), ("queued_busy", busy))[:2 if args.busy_poll > 0 else 1]:
             print("egress, every packet queued%s ..." % (" (busy-poll)" if extra else ""), file=sys.stderr)
             b.start_egress("--no-fast-path", *extra)
             b.rules(True)
@@ -368,11 +373,18 @@ def report(r: dict, args) -> str:
         "| measurement | baseline | egress | ratio / added |",
         "|---|---:|---:|---:|",
     ]
+    if "model_error" in r:
+        lines.append("| with rules/default.yaml + models/default: **the daemon did not start**: %s | - | - | - |"
+                     % r["model_error"].replace("|", "/"))
     for key, name in (("bulk_plain", "no rules, no model"), ("bulk_model", "rules/default.yaml + models/default")):
+        if key not in r:
+            continue
         x = r[key]
         lines.append("| bulk TCP, Gbit/s, fast path, %s (median of %d alternating rounds) | %.2f | %.2f | %.0f %% |"
                      % (name, args.rounds, x["baseline"], x["egress"], 100 * x["egress"] / x["baseline"]))
     for key, name in (("queued", ""), ("queued_busy", ", --busy-poll %g" % args.busy_poll)):
+        if key not in r:
+            continue
         x = r[key]
         lines.append("| bulk TCP, Gbit/s, every packet queued%s | - | %.2f | - |" % (name, x["bulk"]))
         lines.append("| verdicts/s on the queue path (all-queued bulk%s) | - | %.0f | - |" % (name, x["verdicts_per_s"]))
@@ -383,7 +395,7 @@ def report(r: dict, args) -> str:
                      % (name, b99, q99, (q99 - b99) / 2))
     for key, name in (("conns_plain", "no rules, no model"), ("conns_model", "rules + model"),
                       ("conns_model_busy", "rules + model, --busy-poll %g" % args.busy_poll)):
-        for variant, x in r[key].items():
+        for variant, x in r.get(key, {}).items():
             (cb, cb_bad), (ce, ce_bad) = x["baseline"], x["egress"]
             lines.append("| new connections/s, fully inspected: %s; %s | %.0f | %.0f | %.0f %% (failed: %d / %d) |"
                          % (variant, name, cb, ce, 100 * ce / cb, cb_bad, ce_bad))
