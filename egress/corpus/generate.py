@@ -361,7 +361,8 @@ def git_https(tls: bool) -> Callable[[Run], None]:
 
 def reverse_tunnel(inner: str) -> Callable[[Run], None]:
     """`ssh -N -R` from the sandbox; the outside then uses the tunnel: HTTP fetches from a
-    sandbox web server, an interactive SSH session into the sandbox, or a bulk scp."""
+    sandbox web server, an interactive SSH session into the sandbox, or a bulk scp; or
+    ("idle") not yet: a tunnel-only session that carries nothing but keepalives."""
     def scenario(r: Run) -> None:
         rng = r.rng
         r.sshd(r.topo.ext, r.ip, r.port)
@@ -374,6 +375,9 @@ def reverse_tunnel(inner: str) -> Callable[[Run], None]:
         keepalive = ["-o", "ServerAliveInterval=%d" % rng.choice([1, 3, 15])] if rng.random() < 0.7 else []
         r.sbx(r.ssh(r.port, "-N", *keepalive, "-R", "127.0.0.1:%d:127.0.0.1:%d" % (remote, target), "root@" + r.ip))
         time.sleep(rng.uniform(1.5, 3.0))
+        if inner == "idle":               # a tunnel held open for later: only keepalives cross it
+            time.sleep(r.duration)
+            return
         if inner == "http":
             p = r.ext([PY, "-m", PROG, "fetch-loop", "--connect", "127.0.0.1:%d" % remote, "--duration",
                        r.duration, "--seed", rng.randrange(1 << 30)])
@@ -479,6 +483,7 @@ def scenarios() -> list[tuple[str, str, Callable[[Run], None], int]]:
                         mining(module, variant, tls, False, rare=True, poisson=protocol), 1))
     for inner in ("http", "interactive", "scp"):
         out.append(("reverse_tunnel/ssh-R/" + inner, "reverse_tunnel", reverse_tunnel(inner), 3))
+    out.append(("reverse_tunnel/ssh-R/idle", "reverse_tunnel", reverse_tunnel("idle"), 1))
     for inner in ("interactive", "bulk"):
         out.append(("reverse_tunnel/role-reversed/" + inner, "reverse_tunnel", role_reversed_ssh(inner), 2))
     for tls in (False, True):

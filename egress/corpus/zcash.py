@@ -10,6 +10,7 @@ version/prevhash/merkleroot/reserved/time/bits, and every `mining.submit` carrie
 """
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from typing import Any
@@ -33,6 +34,8 @@ class EquihashPool(StratumPool):
                                 "params": ["0" * 8 + rand_hex(self.rng, 28)]})
             session.ready = True
             await session.send(self.make_job(session, clean=True))
+        elif method == "mining.extranonce.subscribe":
+            await session.send({"id": msg_id, "result": True, "error": None})
         elif method == "mining.submit":
             await session.send({"id": msg_id, "result": True, "error": None})
         elif msg_id is not None:
@@ -52,12 +55,34 @@ class EquihashClient(StratumClient):
     default_agent = "nheqminer/0.5c"
 
     async def handshake(self) -> None:
+        # Real Equihash miners (nheqminer, EWBF, lolMiner) wait for each answer before the
+        # next step, and some also ask for extranonce updates: three short exchanges, not
+        # one pipelined burst. Which of them a run speaks is drawn from its seed.
+        pipelined = self.rng.random() < 0.25
+        extranonce = self.rng.random() < 0.5
+        self._next_id = 1
         await self.send({"id": 1, "method": "mining.subscribe", "params": [self.agent, None, "pool.test", "3333"]})
+        if not pipelined:
+            await self._answer(1)
         await self.send({"id": 2, "method": "mining.authorize", "params": [self.user, self.password]})
-        self._next_id = 3
+        self._next_id = 2
+        if extranonce:
+            if not pipelined:
+                await self._answer(2)
+            await self.send({"id": 3, "method": "mining.extranonce.subscribe", "params": []})
+            self._next_id = 3
+
+    async def _answer(self, msg_id: int, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while msg_id not in self.state.setdefault("answered", set()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
 
     def on_message(self, obj: Any) -> None:
-        if isinstance(obj, dict) and obj.get("method") == "mining.notify" and obj.get("params"):
+        if not isinstance(obj, dict):
+            return
+        if obj.get("id") is not None:
+            self.state.setdefault("answered", set()).add(obj["id"])
+        if obj.get("method") == "mining.notify" and obj.get("params"):
             self.state["job"] = obj["params"]
 
     def make_share(self) -> Any:
