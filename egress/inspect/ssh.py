@@ -45,13 +45,50 @@ What it reports:
     the fact ssh.server_initiated; from two such episodes on it is reported as
     "reverse_tunnel" / "ssh.reverse_forward_suspected" with confidence 0.4 (a single
     one may be a ClientAliveInterval keepalive that happened to meet a keystroke).
-  These two are deliberately conservative and low confidence: they are features for
-  the classifier, and evidence for a human, not proof.
+  * tunnel-only sessions (`ssh -N` with -R, -L or -D). The cipher and MAC each
+    direction negotiated (RFC 4253 7.1: the SSH client's first choice the server also
+    lists, from the two KEXINITs) fix the framing: block size, AEAD tag or MAC length,
+    whether the 4-byte length field is inside the block alignment. That gives the
+    smallest possible packet (1-byte payload: 28 bytes with chacha20-poly1305, 36 with
+    AES-GCM) and, for any packet, the payload length it can hold with minimal padding.
+    SSH_MSG_USERAUTH_SUCCESS is the server's first packet of the smallest size after
+    two or more client packets: the anchor where the connection protocol starts (no
+    anchor, no claim). A client that wants a shell, a command, scp, sftp or git then
+    opens a "session" channel and must wait for the confirmation before it sends the
+    channel request: two client rounds in the burst that follows the login. With -N it
+    sends only global requests (tcpip-forward, no-more-sessions) in one round, then
+    waits. Forwarded connections come later, each after an idle gap, as a CHANNEL_OPEN
+    of 40+ payload bytes (a keepalive request holds 27, a confirmation 17) answered by
+    the peer within an answer window: opened by the server (forwarded-tcpip: an -R
+    listener inside the sandbox is being used from outside) -> "reverse_tunnel" /
+    "ssh.tunnel_only_reverse" (confidence 0.6); opened by the client (direct-tcpip: -L
+    or -D) -> "tunnel" / "ssh.tunnel_only" (0.5). Fact ssh.tunnel_only: "reverse" or
+    "local". Timing thresholds follow the slowest answer seen during login (the RTT
+    plus the load): idle gap max(1 s, 4 x RTT), answer window max(0.5 s, 3 x RTT).
+  These are deliberately conservative and low confidence: they are features for the
+  classifier, and evidence for a human, not proof.
+
+Limits of the encrypted-phase heuristics (known, measured in tests/inspect/test_ssh.py):
+- they see what the engine keeps: the first 8 KiB per direction and the first 64
+  payload packets. A nested handshake or the first forwarded connection later than
+  that is missed (an -N session with a forwarded connection in its first ~40 packets
+  is within reach; a nested SSH after a long interactive session is not).
+- a forwarded connection that arrives within the login burst (before the first idle
+  gap) makes a second client round: the session is then not called tunnel-only (an
+  -N -L used by a script right away, e.g. `ssh -f -N -L ...; curl ...`). An -N session
+  whose forwards carry nothing is not distinguishable from an idle login.
+- sizes assume OpenSSH's minimal padding; an implementation with random padding can
+  make a small message look big enough to be a channel open. Several SSH packets in
+  one TCP segment add up to one size (handled: the open is the first packet of a
+  burst, and a session's second round is a count, not a size).
+- a server that delays a session channel's confirmation by more than the idle gap
+  would split the login burst and could look like a server-opened channel.
 
 This is not JA4SSH (whose licence forbids product use); the size features are our own.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -350,9 +387,11 @@ _MACS = {"hmac-sha2-256": 32, "hmac-sha2-512": 64, "hmac-sha1": 20, "hmac-md5": 
          "umac-64@openssh.com": 8, "umac-128@openssh.com": 16}
 
 _OPEN_MIN_PAYLOAD = 40        # CHANNEL_OPEN direct-/forwarded-tcpip: 45+ / 48+ bytes; keepalive 27, confirm 17
-_TUNNEL_IDLE_MIN = 1.0        # an idle gap: at least this long, or 4 RTTs
-_TUNNEL_ANSWER_MIN = 0.5      # a channel open is answered within this, or 3 RTTs
+_CONFIRM_PAYLOAD = 17         # CHANNEL_OPEN_CONFIRMATION; EOF/CLOSE/WINDOW_ADJUST/a keystroke are 5..10
+_TUNNEL_IDLE_MIN = 1.0        # an idle gap: at least this long, or 4 x the slowest login answer
+_TUNNEL_ANSWER_MIN = 0.5      # a channel open is answered within this, or 3 x the slowest login answer
 _RTT_CAP = 2.0
+_ROUND_MIN = 0.001            # a client packet this soon after its round began belongs to it
 
 
 def _negotiate(client_list: str, server_list: str) -> str | None:
@@ -364,13 +403,20 @@ def _negotiate(client_list: str, server_list: str) -> str | None:
 def _framing(ssh_client: list[str], ssh_server: list[str], to_server: bool) -> tuple[int, int, bool] | None:
     """(block, trailer bytes, length field outside the alignment) of one direction, None if unknown."""
     i = 2 if to_server else 3
-    cipher = _negotiate(ssh_client[i], ssh_server[i])
+    return _framing_of(ssh_client[i], ssh_server[i], ssh_client[i + 2], ssh_server[i + 2])
+
+
+@functools.lru_cache(maxsize=256)
+def _framing_of(client_enc: str, server_enc: str, client_mac: str, server_mac: str):
+    # cached: the engine calls the detector again for every packet of a flow, and a
+    # fleet of sandboxes offers few distinct algorithm lists (bounded, pure)
+    cipher = _negotiate(client_enc, server_enc)
     if cipher not in _CIPHERS:
         return None
     block, tag = _CIPHERS[cipher]
     if tag:
         return block, tag, True
-    mac = _negotiate(ssh_client[i + 2], ssh_server[i + 2])
+    mac = _negotiate(client_mac, server_mac)
     if not mac:
         return None
     etm = mac.endswith("-etm@openssh.com")
@@ -415,6 +461,39 @@ def _auth_end(pkts: list, down: tuple[int, int, bool]) -> int | None:
     return None
 
 
+def _login_answers(pkts: list) -> list[float]:
+    """How long the server took to answer each client round of the login (seconds)."""
+    answers, asked = [], None
+    for ts, d, _ in pkts:
+        if d == 0:
+            asked = ts if asked is None else asked
+        elif asked is not None:
+            answers.append(ts - asked)
+            asked = None
+    return answers
+
+
+def _login_rounds(burst: list, fastest: float) -> int:
+    """Client rounds in the burst after USERAUTH_SUCCESS.
+
+    A round is what the client sends before it needs an answer. A client packet starts
+    a new round only after the server answered: two or more server packets since the
+    round began (OpenSSH's sshd sends its unsolicited post-login notices, EXT_INFO and
+    hostkeys-00, before any answer), or one that came a round trip later (half the
+    fastest login answer, at least 1 ms: the client's own requests of one round are
+    sent back to back, and may be interleaved with those notices).
+    """
+    rounds, start, server_pkts = 0, None, 0
+    later = max(_ROUND_MIN, fastest / 2)
+    for ts, d, _ in burst:
+        if d == 1:
+            server_pkts += 1
+        elif start is None or server_pkts >= 2 or (server_pkts == 1 and ts - start >= later):
+            rounds += 1
+            start, server_pkts = ts, 0
+    return rounds
+
+
 def _tunnel_only(pkts: list, up, down) -> dict | None:
     """The shape of a session that carries forwarded connections only (`ssh -N`), or None.
 
@@ -423,38 +502,29 @@ def _tunnel_only(pkts: list, up, down) -> dict | None:
     channel request (pty-req/env/shell/exec/subsystem): two client rounds back to back.
     With -N it sends only global requests (tcpip-forward for -R, no-more-sessions) in a
     single round and then waits. Forwarded connections come later, each after an idle
-    gap, as a CHANNEL_OPEN of 40+ payload bytes answered by the peer: from the server
-    (forwarded-tcpip: an `ssh -R` listener) or from the client (direct-tcpip: -L / -D).
+    gap, as a CHANNEL_OPEN of 40+ payload bytes answered by a packet that can hold an
+    OPEN_CONFIRMATION (17 bytes): opened by the server (forwarded-tcpip: an `ssh -R`
+    listener) or by the client (direct-tcpip: -L / -D).
     """
     end = _auth_end(pkts, down)
     if end is None:
         return None
-    # the slowest answer during login bounds the round-trip time (and the load)
-    rtt = 0.0
-    last_client = None
-    for ts, d, _ in pkts[:end + 1]:
-        if d == 0:
-            last_client = last_client if last_client is not None else ts
-        elif last_client is not None:
-            rtt = max(rtt, ts - last_client)
-            last_client = None
-    rtt = min(rtt, _RTT_CAP)
-    idle = max(_TUNNEL_IDLE_MIN, 4 * rtt)
-    answer = max(_TUNNEL_ANSWER_MIN, 3 * rtt)
-    post = pkts[end + 1:]
-    # split into bursts at idle gaps
+    # the login's answers measure the round-trip time and the load: the slowest bounds
+    # the idle and answer thresholds, the fastest tells an answer from the client's pace
+    answers = _login_answers(pkts[:end + 1])
+    if not answers:
+        return None
+    slowest = min(max(answers), _RTT_CAP)
+    idle = max(_TUNNEL_IDLE_MIN, 4 * slowest)
+    answer = max(_TUNNEL_ANSWER_MIN, 3 * slowest)
     bursts: list[list] = []
-    for p in post:
+    for p in pkts[end + 1:]:
         if not bursts or p[0] - bursts[-1][-1][0] >= idle:
             bursts.append([])
         bursts[-1].append(p)
     if len(bursts) < 2:
         return None
-    rounds, prev = 0, 1
-    for _, d, _ in bursts[0]:
-        if d == 0 and prev == 1:
-            rounds += 1
-        prev = d
+    rounds = _login_rounds(bursts[0], min(answers))
     if rounds != 1:
         return None
     opened = [0, 0]                       # channel opens by the client (local), by the server (reverse)
@@ -464,7 +534,10 @@ def _tunnel_only(pkts: list, up, down) -> dict | None:
         if r is None or r[0] < _OPEN_MIN_PAYLOAD or len(burst) < 3:
             continue
         reply = next((p for p in burst[1:] if p[1] != d0), None)
-        if reply is not None and reply[0] - ts0 <= answer:
+        if reply is None or reply[0] - ts0 > answer:
+            continue
+        held = _payload_range(reply[2], down if d0 == 0 else up)
+        if held is not None and held[1] >= _CONFIRM_PAYLOAD:
             opened[d0] += 1
     if not any(opened):
         return None

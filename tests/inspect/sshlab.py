@@ -327,10 +327,10 @@ def through_socks(port: int, target_port: int) -> None:
 class Marks:
     """Monotonic times at which a scenario deliberately went idle and resumed.
 
-    `retime` replaces a recording's timestamps with controlled ones: packets between
-    two marks keep their order 1 ms apart, and each mark is an idle gap of `gap`
-    seconds. The sizes, directions and order stay real; only the machine's timing
-    (and its load) is taken out.
+    `retime` takes the machine's idleness out of a recording: each idle period becomes
+    exactly `gap` seconds, measured from the phase's last packet, while the timing
+    inside a phase (answers, the client's own pace) stays as recorded. Sizes,
+    directions and order stay real.
     """
 
     def __init__(self):
@@ -341,13 +341,15 @@ class Marks:
         time.sleep(seconds)
         self.times.append(time.monotonic())
 
-    def retime(self, sizes, gap: float = 3.0, step: float = 0.001) -> list[tuple[float, int, int]]:
+    def retime(self, sizes, gap: float = 3.0) -> list[tuple[float, int, int]]:
         resumes = self.times[1::2]
-        out, t, phase = [], 0.0, 0
+        out, phase, shift, prev = [], 0, 0.0, None
         for ts, d, n in sizes:
-            while phase < len(resumes) and ts >= resumes[phase]:
-                phase += 1
-                t += gap
-            t += step
-            out.append((t, d, n))
+            if phase < len(resumes) and ts >= resumes[phase]:
+                while phase < len(resumes) and ts >= resumes[phase]:
+                    phase += 1
+                if prev is not None:
+                    shift = (out[-1][0] + gap) - ts      # this packet comes `gap` after the last one
+            out.append((ts + shift, d, n))
+            prev = ts
         return out

@@ -344,23 +344,27 @@ def test_payload_ranges_match_openssh_messages_under_chacha():
     assert _payload_range(30, CHACHA) is None    # not a multiple of the block
 
 
-# encrypted packets (chacha) of real OpenSSH 9.2 logins, as recorded: client '>' / server '<'
-LOGIN = ">44 <44 >60 <44 >140 <100 >308 <28"
-SESSION_OPEN = ">112 <264 <192 >112 <72 >36"      # open session; confirm; exec; success + data
-N_L_OPEN = ">60 <264 <148"                        # no-more-sessions; host keys: then quiet
-N_R_OPEN = ">128 <264 <148"                       # tcpip-forward + no-more-sessions
-FORWARDED = "<92 >44 <44 >44 <44 >44 >36 <72 >36"  # server opens forwarded-tcpip, echo, close
-DIRECT = ">92 <44 >44 <44 >44 <44 >36 <72 >36"     # client opens direct-tcpip, echo, close
+# Encrypted packets (chacha) of real OpenSSH 9.2 sessions as recorded: client '>' / server '<',
+# size, and "@ms" after the phase's start where the timing matters (else 1 ms apart).
+LOGIN = ">44@0 <44@0.1 >60@0.2 <44@0.8 >140@1 <100@8 >308@9 <28@24"
+SESSION_OPEN = ">112 <412 <44@70 >112@70.2 <72@71 >36@71.1"   # open session; notices; confirm (40 ms
+                                                                # later: Nagle); exec; success + data
+N_L_OPEN = ">60 <264 <148@70"                # no-more-sessions; notices: then quiet
+N_R_OPEN = ">128 <412 <28"                   # tcpip-forward + no-more-sessions; notices; REQUEST_SUCCESS
+N_R_SPLIT = ">68@24.1 <412@24.3 >60@24.4 <28@24.5"   # the same, the client's two requests around the notices
+FORWARDED = "<92 >44 <44 >44 <44 >44 >36 <72 >36"    # server opens forwarded-tcpip, echo, close
+DIRECT = ">92 <44 >44 <44 >44 <44 >36 <72 >36"       # client opens direct-tcpip, echo, close
 
 
-def transcript(*phases: str, gap: float = 3.0, step: float = 0.002, t0: float = 0.0) -> list:
-    """Encrypted packets as (ts, dir, len): packets `step` apart, phases `gap` apart."""
-    out, t = [], t0
+def transcript(*phases: str, gap: float = 3.0, scale: float = 1.0) -> list:
+    """Encrypted packets as (ts, dir, len); phases `gap` s apart; `scale` stretches the time within phases."""
+    out, t = [], 0.0
     for k, phase in enumerate(phases):
-        t += gap if k else 0.0
-        for tok in phase.split():
-            t += step
-            out.append((t, 0 if tok[0] == ">" else 1, int(tok[1:])))
+        start = t + (gap if k else 0.0)
+        for n, tok in enumerate(phase.split()):
+            size, _, at = tok[1:].partition("@")
+            t = start + float(at) / 1000 * scale if at else (start if n == 0 else t + 0.001 * scale)
+            out.append((t, 0 if tok[0] == ">" else 1, int(size)))
     return out
 
 
@@ -372,33 +376,41 @@ def tunnel_of(pkts):
 def test_tunnel_only_shapes_from_transcripts():
     rev = tunnel_of(transcript(LOGIN + " " + N_R_OPEN, FORWARDED, FORWARDED))
     assert rev["server_opened"] == 2 and rev["client_opened"] == 0 and rev["login_rounds"] == 1
+    assert tunnel_of(transcript(LOGIN + " " + N_R_SPLIT, FORWARDED))["server_opened"] == 1
     local = tunnel_of(transcript(LOGIN + " " + N_L_OPEN, DIRECT))
     assert local["client_opened"] == 1 and local["server_opened"] == 0
     # a session opens its channel in two client rounds: never tunnel-only, whatever follows
     assert tunnel_of(transcript(LOGIN + " " + SESSION_OPEN, FORWARDED, DIRECT)) is None
+    # also from a server that sends no post-login notices (one answer, but a round trip later)
+    assert tunnel_of(transcript(LOGIN + " >52 <44@30 >112@30.1 <72@31", FORWARDED)) is None
     # -N without any forwarded connection, or with only keepalives (27-byte requests): nothing to show
     assert tunnel_of(transcript(LOGIN + " " + N_R_OPEN)) is None
     assert tunnel_of(transcript(LOGIN + " " + N_L_OPEN, ">52 <28", ">52 <28")) is None
+    # a command's late output answered by the client's EOF/CLOSE (not a confirmation)
+    assert tunnel_of(transcript(LOGIN + " " + N_L_OPEN, "<160 >36 >60")) is None
     # no USERAUTH_SUCCESS-sized packet: no anchor, no claim
     assert tunnel_of(transcript(LOGIN.replace("<28", "<36") + " " + N_R_OPEN, FORWARDED)) is None
 
 
-@pytest.mark.parametrize("rtt", [0.0005, 0.05, 0.3])
-def test_tunnel_only_thresholds_follow_the_login_rtt(rtt):
-    # a loaded or distant link: every answer takes `rtt`; idle gaps of 5 RTTs (>= 1 s) still split
-    gap = max(1.0, 5 * rtt)
-    fast = tunnel_of(transcript(LOGIN + " " + N_R_OPEN, FORWARDED, gap=gap, step=rtt))
-    assert fast is not None and fast["server_opened"] == 1
-    # a gap shorter than 4 RTTs is part of the conversation, not idleness
-    if rtt >= 0.3:
-        assert tunnel_of(transcript(LOGIN + " " + N_R_OPEN, FORWARDED, gap=3 * rtt, step=rtt)) is None
+@pytest.mark.parametrize("scale", [1, 30, 100])
+def test_tunnel_only_thresholds_follow_the_login_answers(scale):
+    # a loaded or distant link: everything within a phase takes `scale` times longer
+    # (the slowest login answer: 15 ms x scale); the idle gaps are 5 x that, or 3 s
+    gap = max(3.0, 5 * 0.015 * scale)
+    assert tunnel_of(transcript(LOGIN + " " + N_R_OPEN, FORWARDED, gap=gap, scale=scale))["server_opened"] == 1
+    assert tunnel_of(transcript(LOGIN + " " + N_L_OPEN, DIRECT, gap=gap, scale=scale))["client_opened"] == 1
+    assert tunnel_of(transcript(LOGIN + " " + SESSION_OPEN, FORWARDED, gap=gap, scale=scale)) is None
+    # a pause shorter than 4 slowest answers is part of the conversation, not idleness
+    if 4 * 0.015 * scale > 1.0:
+        assert tunnel_of(transcript(LOGIN + " " + N_R_OPEN, FORWARDED, gap=3 * 0.015 * scale, scale=scale)) is None
 
 
 # Real OpenSSH runs: tunnel-only sessions and the sessions they must not be confused with.
 # Each scenario marks when it deliberately went idle; the recordings are judged with
-# controlled timing (Marks.retime: real sizes, directions and order; 3 s idle gaps,
-# 1 ms steps), so machine load cannot change the outcome. The live timing is judged
-# too and printed (pytest -s) for the report, not asserted.
+# controlled idle gaps (Marks.retime: each idle period is exactly 3 s; sizes, order and
+# the timing within a phase are as recorded, and the detector scales its thresholds by
+# the login's answer times), so a slow machine cannot shorten an idle period below the
+# threshold. The live timing is judged too and printed (pytest -s), not asserted.
 
 CIPHERS = {
     "chacha": [],
@@ -406,7 +418,7 @@ CIPHERS = {
     "ctr-etm": ["-c", "aes128-ctr", "-m", "hmac-sha2-256-etm@openssh.com"],
     "ctr-hmac": ["-c", "aes256-ctr", "-m", "hmac-sha2-512"],
 }
-IDLE = 1.0
+IDLE = 1.5
 
 
 def _n_reverse(lab, echo, marks, opts):
@@ -441,6 +453,25 @@ def _n_dynamic(lab, echo, marks, opts):
         marks.idle(IDLE)
         sshlab.through_socks(dport, echo.port)
     marks.idle(0.3)
+    return p
+
+
+def _n_local_at_once(lab, echo, marks, opts):
+    lport = sshlab.free_port()
+    p = lab.start(lab.ssh(lab.relay.port, *opts, "-N", "-L", "%d:127.0.0.1:%d" % (lport, echo.port),
+                          "root@127.0.0.1"))
+    sshlab.wait_listen(lport)
+    sshlab.through_port(lport)           # a script using the forward right away: inside the login burst
+    marks.idle(0.3)
+    return p
+
+
+def _n_reverse_unused(lab, echo, marks, opts):
+    rport = sshlab.free_port()
+    p = lab.start(lab.ssh(lab.relay.port, *opts, "-N", "-R", "%d:127.0.0.1:%d" % (rport, echo.port),
+                          "root@127.0.0.1"))
+    sshlab.wait_listen(rport)
+    marks.idle(IDLE)
     return p
 
 
@@ -522,6 +553,9 @@ SCENARIOS = {
     "ssh -N -R, 2 connections": (_n_reverse, list(CIPHERS), "reverse"),
     "ssh -N -L, 2 connections": (_n_local, list(CIPHERS), "local"),
     "ssh -N -D, 2 SOCKS connections": (_n_dynamic, ["chacha", "aes-gcm"], "local"),
+    # known misses (documented limits): nothing after the login burst to judge
+    "ssh -N -L used at once (miss)": (_n_local_at_once, ["chacha"], None),
+    "ssh -N -R never used (miss)": (_n_reverse_unused, ["chacha"], None),
     "ssh -L with a command": (_local_with_command, ["chacha"], None),
     "interactive, keystrokes": (_interactive, ["chacha", "ctr-etm"], None),
     "ssh host cmd": (_command(lambda lab, o: lab.ssh(lab.relay.port, *o, "root@127.0.0.1", "echo hi")),
@@ -590,6 +624,16 @@ def test_tunnel_only_on_real_openssh(tunnel_runs, name, cipher):
     else:
         assert not {("reverse_tunnel", "ssh.tunnel_only_reverse"), ("tunnel", "ssh.tunnel_only")} & found
         assert not any(c == "reverse_tunnel" for c, _ in found)
+    # as the engine calls it, packet by packet: no prefix claims what the whole does not
+    try:
+        from protocols_pcap import growing_views
+    except ImportError:
+        from tests.inspect.protocols_pcap import growing_views
+    v = rec.view()
+    whole = StreamView(6, v.client_ip, v.client_port, v.server_ip, v.server_port, v.to_server, v.to_client,
+                       sizes=tuple(marks.retime(rec.sizes)[:64]))
+    for prefix in growing_views(whole, fine=0):
+        assert sigs(DET.inspect(prefix)) <= found | {("reverse_tunnel", "ssh.reverse_forward_suspected")}
 
 
 def test_tunnel_only_table(tunnel_runs, capsys):
