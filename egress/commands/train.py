@@ -62,6 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="PACKETS:P", help="before PACKETS packets a class needs at least score P (default %(default)s)")
     p.add_argument("--min-payload-packets", type=int, default=DEFAULT_MIN_PAYLOAD, metavar="N",
                    help="a flow with fewer payload packets is reported benign: too little evidence (default %(default)s)")
+    p.add_argument("--card-notes", metavar="FILE",
+                   help="markdown appended to the model card (e.g. what was changed after which evaluation)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel feature extraction")
     p.add_argument("--quiet", "-q", action="store_true")
 
@@ -72,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
 
     say = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     started = time.time()
+    notes = ""
+    if args.card_notes:
+        try:
+            notes = Path(args.card_notes).read_text().strip()
+        except OSError as exc:
+            return _fail("--card-notes %s: %s" % (args.card_notes, exc.strerror or exc))
     corpora = [Path(c) for c in args.corpus]
     if args.generate_corpus:
         from egress.corpus.generate import generate
@@ -179,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         "metrics": evaluation,
     }
     card = _card(name, classes, thresholds, meta, early)
+    if notes:
+        card = card.rstrip("\n") + "\n\n" + notes + "\n"
     try:
         save_bundle(args.out, booster, name, classes, thresholds, meta, card,
                     early={"packets": early["packets"], "threshold": early["threshold"]},
@@ -215,6 +225,8 @@ def _argv(args: argparse.Namespace) -> list[str]:
         out += ["--loso-seeds", args.loso_seeds]
     if args.min_payload_packets != DEFAULT_MIN_PAYLOAD:
         out += ["--min-payload-packets", str(args.min_payload_packets)]
+    if args.card_notes:
+        out += ["--card-notes", args.card_notes]
     return out
 
 

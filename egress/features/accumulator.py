@@ -4,7 +4,7 @@ Guarantees:
 - `Accumulator.add(ts, direction, payload_len, tcp_flags, window)` does O(1) work (about
   0.4 us) and allocates no container beyond the first `FIRST_N` payload sizes; everything
   expensive (means, deviations, ratios, the open burst) is computed only by `values()`,
-  at checkpoints. A flow's state is about 1.9 KB (one counter list per direction).
+  at checkpoints. A flow's state is about 2.4 KB (one counter list per direction).
 - `values()` does not change the state: scoring at packet 8 and again at packet 32
   gives exactly what a fresh accumulator fed the same 32 packets would give.
 - The result equals the batch reference in `egress.features.batch` (a test checks it).
@@ -14,13 +14,18 @@ A *burst* is a run of payload packets in one direction with no pause longer than
 A pause longer than `idle` between bursts is an *idle period*; who breaks the silence
 (client or server) is what separates a client-driven protocol (HTTPS, interactive SSH)
 from a server-driven one (mining job pushes, the far end of a reverse tunnel).
+A burst that follows the other side's burst is a *reply*; one that follows its own
+side's previous burst is a *push* (nobody asked): the sizes and spacing of pushes and
+replies are kept apart, because a pool's job pushes and share acks keep one size while
+an event feed's pushes do not, and a telemetry upload gets replies but no pushes at all.
 """
 from __future__ import annotations
 
 import math
 
 from egress.features.schema import (APP_ALIASES, APP_GROUPS, BIG_BURST, DETECTION_CATEGORIES, FIRST_N,
-                                    LATE_BURST_INDEX, N_FEATURES, REPEAT_TOLERANCE, SMALL_MESSAGE)
+                                    LATE_BURST_INDEX, N_FEATURES, REPEAT_TOLERANCE, SIZE_BUCKET_SHIFT,
+                                    SIZE_BUCKETS, SMALL_MESSAGE)
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
 
@@ -29,7 +34,7 @@ MIN_IDLE = 0.25     # seconds: a pause shorter than this is never an idle period
 
 
 # Indexes into each direction's counter list (Accumulator.s[d]): one list per direction
-# instead of two dozen two-element lists keeps a tracked flow's state near 1.5 KB.
+# instead of three dozen two-element lists keeps a tracked flow's state small.
 N = 0
 PN = 1
 PB = 2
@@ -54,14 +59,28 @@ IDLE_INIT = 20
 LATE_BIG = 21
 LB = 22
 REP = 23
-_N_DIR = 24
+PS_S = 24       # pushes (a burst after the same side's previous burst): sizes ...
+PS_Q = 25
+PI_L = 26       # ... and the intervals between their starts
+PI_N = 27
+PI_S = 28
+PI_Q = 29
+MASK = 30       # bit i: some burst fell in size bucket i
+LBN = 31        # bursts past LATE_BURST_INDEX, and how many of them were pushes
+LPUSH = 32
+PLB = 33        # the previous push's size, and how many pushes repeated the one before
+PREP = 34
+LS_S = 35       # sizes of the bursts past LATE_BURST_INDEX (their count is LBN)
+LS_Q = 36
+_N_DIR = 37
+_LAST_BUCKET = SIZE_BUCKETS - 1
 
 
 def _fresh() -> list:
     row = [0] * _N_DIR
-    for i in (SQ, IAT_S, IAT_Q, BSQ, BI_S, BI_Q):
+    for i in (SQ, IAT_S, IAT_Q, BSQ, BI_S, BI_Q, PS_Q, PI_S, PI_Q, LS_Q):
         row[i] = 0.0
-    row[IAT_LAST] = row[BL] = -1.0
+    row[IAT_LAST] = row[BL] = row[PI_L] = -1.0
     return row
 
 
@@ -87,7 +106,8 @@ class Accumulator:
         "bd", "bs", "be", "bb",
         # closed bursts
         "k", "pd", "pe", "pbb", "idle_n", "idle_s", "idle_max",
-        "alt", "ex_n", "ex_req", "ex_resp", "ex_small", "ex_lat", "late_n",
+        "alt", "ex_n", "ex_req", "ex_resp", "ex_small", "ex_lat", "late_n", "ex_req_q", "ex_resp_q",
+        "rex_n", "rex_lat",
         # scratch for the classifier (next scoring time); not a feature
         "due",
     )
@@ -123,6 +143,10 @@ class Accumulator:
         self.ex_small = 0
         self.ex_lat = 0.0
         self.late_n = 0
+        self.ex_req_q = 0.0
+        self.ex_resp_q = 0.0
+        self.rex_n = 0
+        self.rex_lat = 0.0
         self.due = 0.0
 
     # -- per packet ---------------------------------------------------------------------
@@ -203,6 +227,8 @@ class Accumulator:
             st[BI_S] += iv
             st[BI_Q] += iv * iv
         st[BL] = s
+        bucket = b >> SIZE_BUCKET_SHIFT
+        st[MASK] |= 1 << (bucket if bucket < _LAST_BUCKET else _LAST_BUCKET)
         pd = self.pd
         if pd >= 0:
             pause = s - self.pe
@@ -213,7 +239,22 @@ class Accumulator:
                     self.idle_max = pause
                 self.s[d][IDLE_INIT] += 1
             if pd == d:
-                self.s[d][PUSH] += 1
+                st[PUSH] += 1
+                if self.k >= LATE_BURST_INDEX:
+                    st[LPUSH] += 1
+                st[PS_S] += b
+                st[PS_Q] += b * b
+                prev = st[PLB]
+                if prev and abs(b - prev) <= max(4.0, REPEAT_TOLERANCE * b):
+                    st[PREP] += 1
+                st[PLB] = b
+                last = st[PI_L]
+                if last >= 0.0:
+                    iv = s - last
+                    st[PI_N] += 1
+                    st[PI_S] += iv
+                    st[PI_Q] += iv * iv
+                st[PI_L] = s
             else:
                 self.alt += 1
                 if d == 1:
@@ -222,10 +263,18 @@ class Accumulator:
                     self.ex_req += req
                     self.ex_resp += b
                     self.ex_lat += pause
+                    self.ex_req_q += req * req
+                    self.ex_resp_q += b * b
                     if req < SMALL_MESSAGE and b < SMALL_MESSAGE:
                         self.ex_small += 1
+                else:
+                    self.rex_n += 1
+                    self.rex_lat += pause
         if self.k >= LATE_BURST_INDEX:
             self.late_n += 1
+            st[LBN] += 1
+            st[LS_S] += b
+            st[LS_Q] += b * b
             if b >= BIG_BURST:
                 self.s[d][LATE_BIG] += 1
         self.k += 1
@@ -336,11 +385,37 @@ class Accumulator:
         put(a.ex_small / a.ex_n if a.ex_n else 0.0)
         put(a.ex_lat / a.ex_n if a.ex_n else 0.0)
 
+        # pushes and replies
+        pushes = [_mean_cv(a.s[d][PUSH], a.s[d][PS_S], a.s[d][PS_Q]) for d in (0, 1)]
+        for d in (0, 1):
+            put(pushes[d][0])
+        for d in (0, 1):
+            put(pushes[d][1])
+        for d in (0, 1):
+            put(a.s[d][PREP] / (a.s[d][PUSH] - 1) if a.s[d][PUSH] > 1 else 0.0)
+        for d in (0, 1):
+            put(_mean_cv(a.s[d][PI_N], a.s[d][PI_S], a.s[d][PI_Q])[1])
+        for d in (0, 1):
+            put(a.s[d][LPUSH] / a.s[d][LBN] if a.s[d][LBN] else 0.0)
+        for d in (0, 1):
+            put(a.s[d][MASK].bit_count())
+        put(a.s[1][PUSH] / a.s[0][BN] if a.s[0][BN] else float(a.s[1][PUSH]))
+        put(_mean_cv(a.ex_n, a.ex_req, a.ex_req_q)[1])
+        put(_mean_cv(a.ex_n, a.ex_resp, a.ex_resp_q)[1])
+        server_wait = a.ex_lat / a.ex_n if a.ex_n else 0.0
+        client_wait = a.rex_lat / a.rex_n if a.rex_n else 0.0
+        put(server_wait / (server_wait + client_wait) if server_wait + client_wait > 0.0 else 0.5)
+
         # nested shape
         for d in (0, 1):
             put(a.s[d][LATE_BIG])
         put(a.late_n)
         put((a.s[0][LATE_BIG] + a.s[1][LATE_BIG]) / a.late_n if a.late_n else 0.0)
+        late = [_mean_cv(a.s[d][LBN], a.s[d][LS_S], a.s[d][LS_Q]) for d in (0, 1)]
+        for d in (0, 1):
+            put(late[d][0])
+        for d in (0, 1):
+            put(late[d][1])
 
         # TCP
         put(1.0 if a.proto == 6 else 0.0)

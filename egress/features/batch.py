@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from egress.features.accumulator import signature_values, thresholds
-from egress.features.schema import BIG_BURST, FIRST_N, LATE_BURST_INDEX, REPEAT_TOLERANCE, SMALL_MESSAGE
+from egress.features.schema import (BIG_BURST, FIRST_N, LATE_BURST_INDEX, REPEAT_TOLERANCE, SIZE_BUCKET_SHIFT,
+                                    SIZE_BUCKETS, SMALL_MESSAGE)
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
 
@@ -104,9 +105,30 @@ def compute(packets, proto: int = 6, app_proto=None, categories=()) -> list[floa
             sum(1 for e in ex if e[0] < SMALL_MESSAGE and e[1] < SMALL_MESSAGE) / len(ex) if ex else 0.0,
             _mean([e[2] for e in ex])]
 
+    pushed = [[bursts[i] for i in range(1, len(bursts)) if bursts[i][0] == d and bursts[i - 1][0] == d]
+              for d in (0, 1)]
+    out += [_mean([b[3] for b in pushed[d]]) for d in (0, 1)]
+    out += [_cv([b[3] for b in pushed[d]]) for d in (0, 1)]
+    psz = [[b[3] for b in pushed[d]] for d in (0, 1)]
+    out += [sum(1 for i in range(1, len(psz[d])) if abs(psz[d][i] - psz[d][i - 1]) <= max(4.0, REPEAT_TOLERANCE * psz[d][i]))
+            / (len(psz[d]) - 1) if len(psz[d]) > 1 else 0.0 for d in (0, 1)]
+    out += [_cv(np.diff([b[1] for b in pushed[d]])) for d in (0, 1)]
+    late_dir = [[i for i in range(LATE_BURST_INDEX, len(bursts)) if bursts[i][0] == d] for d in (0, 1)]
+    out += [sum(1 for i in late_dir[d] if bursts[i - 1][0] == d) / len(late_dir[d]) if late_dir[d] else 0.0
+            for d in (0, 1)]
+    out += [len({min(b >> SIZE_BUCKET_SHIFT, SIZE_BUCKETS - 1) for b in bsz[d]}) for d in (0, 1)]
+    out.append(len(pushed[1]) / len(bsz[0]) if bsz[0] else len(pushed[1]))
+    out += [_cv([e[0] for e in ex]), _cv([e[1] for e in ex])]
+    client_answers = [bursts[i][1] - bursts[i - 1][2] for i in range(1, len(bursts))
+                      if bursts[i][0] == 0 and bursts[i - 1][0] == 1]
+    sw, cw = _mean([e[2] for e in ex]), _mean(client_answers)
+    out.append(sw / (sw + cw) if sw + cw > 0 else 0.5)
+
     late = bursts[LATE_BURST_INDEX:]
     late_big = [sum(1 for b in late if b[0] == d and b[3] >= BIG_BURST) for d in (0, 1)]
     out += [late_big[0], late_big[1], len(late), sum(late_big) / len(late) if late else 0.0]
+    late_sizes = [[b[3] for b in late if b[0] == d] for d in (0, 1)]
+    out += [_mean(late_sizes[0]), _mean(late_sizes[1]), _cv(late_sizes[0]), _cv(late_sizes[1])]
 
     out += [1.0 if proto == 6 else 0.0, 1.0 if proto == 17 else 0.0, 1.0 if syn_i >= 0 else 0.0,
             1.0 if synack_i >= 0 else 0.0, sum(1 for p in pk if p[3] & FIN), sum(1 for p in pk if p[3] & RST),

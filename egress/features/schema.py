@@ -12,7 +12,7 @@ Guarantees:
 """
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # How many leading payload packets are kept as signed sizes (+ to server, - to client).
 FIRST_N = 16
@@ -23,6 +23,8 @@ LATE_BURST_INDEX = 10
 BIG_BURST = 1000          # bytes: a burst at least this large is "big"
 REPEAT_TOLERANCE = 0.03   # a burst within 3% (at least 4 bytes) of the previous one that way "repeats"
 SMALL_MESSAGE = 600       # bytes: both sides of a "small symmetric exchange" stay under this
+SIZE_BUCKET_SHIFT = 4     # message sizes fall in 16-byte buckets (the last one open-ended):
+SIZE_BUCKETS = 64         # "size_buckets" counts the distinct buckets a side's messages used
 
 # Application protocols (as detectors name them) folded into a few one-hot groups.
 APP_GROUPS = ("tls", "ssh", "http", "dns", "mining", "websocket", "other")
@@ -59,9 +61,26 @@ FEATURE_NAMES: tuple[str, ...] = tuple(
                "push_frac", "idle_init_frac", "burst_repeat_frac")
     + ["alternation_frac", "exchanges", "exchange_req_mean", "exchange_resp_mean", "exchange_resp_req_ratio",
        "small_sym_frac", "resp_latency_mean"]
+    # who pushes what (v3): a "push" is a message that follows the same side's previous
+    # message, unasked (a pool's job, an event, a server heartbeat); a "reply" follows the
+    # other side's. Mining: the pool pushes near-constant-size jobs, the miner's shares get
+    # near-constant tiny acks; telemetry: no pushes at all; chat/feeds: pushes of any size.
+    # "late" pushes (past the first LATE_BURST_INDEX messages) leave TLS session tickets
+    # and other handshake leftovers out: a pool keeps pushing for the flow's whole life.
+    + _per_dir("push_size_mean", "push_size_cv", "push_repeat_frac", "push_interval_cv", "late_push_frac",
+               "size_buckets")
+    + ["push_per_request", "exchange_req_cv", "exchange_resp_cv"]
+    # who waits for whom: the server's mean pause before answering the client, as a share
+    # of both sides' mean pauses before answering. Near 0 when the client drives (it
+    # thinks, the server answers at once: HTTP, SSH shells); near 1 when the server drives
+    # and the client answers at once (the far end of a reverse tunnel or reverse shell).
+    + ["server_answer_lat_frac"]
     # nested protocol shape (e.g. a tunnel inside SSH): big bursts past the handshake
     + _per_dir("late_big_bursts")
     + ["late_bursts", "late_big_frac"]
+    # steady state (v3): message sizes past the first LATE_BURST_INDEX messages, once
+    # logins, TLS and SSH handshakes are over (a miner's shares keep one size there)
+    + _per_dir("late_size_mean", "late_size_cv")
     # TCP
     + ["is_tcp", "is_udp", "syn_seen", "synack_seen", "fin_count", "rst_count", "zero_win_count"]
     + _per_dir("psh_frac", "init_win")

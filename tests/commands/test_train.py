@@ -122,3 +122,15 @@ def test_leave_one_source_out_on_the_shared_captures(shared_pcaps, tmp_path):
     # nDPI and peafowl ship the same mining flows: they are removed from training when either is held out
     assert loso["shared:peafowl"]["removed_duplicate_flows"] == 4 and loso["shared:peafowl"]["mining_flows"] == 5
     assert "Leave one real capture source out" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_card_notes_are_appended_and_recorded_in_the_command(corpus, tmp_path):
+    notes = tmp_path / "TUNING.md"
+    notes.write_text("## What was tuned after which evaluation\n\n- nothing yet\n")
+    out = tmp_path / "m"
+    assert main(["train", "--corpus", str(corpus), "--out", str(out), "--rounds", "3", "--time-scales", "1",
+                 "--card-notes", str(notes), "-q"]) == 0
+    card = (out / "MODEL_CARD.md").read_text()
+    assert card.rstrip().endswith("- nothing yet") and "--card-notes %s" % notes in card
+    assert main(["train", "--corpus", str(corpus), "--out", str(out), "--card-notes", str(tmp_path / "none.md"),
+                 "-q"]) == 2

@@ -116,3 +116,52 @@ def test_fixed_size_messages_repeat():
     v = dict(zip(FEATURE_NAMES, varied.values()))
     assert f["burst_repeat_frac_toserver"] == 1.0 and f["burst_repeat_frac_toclient"] == 1.0
     assert v["burst_repeat_frac_toserver"] < 0.2 and v["burst_repeat_frac_toclient"] == 1.0
+
+
+def _pool_and_miner(job_sizes, rng):
+    """Shares answered by acks, and jobs the pool pushes unasked in between."""
+    acc = Accumulator(6)
+    t = 0.0
+    for i in range(40):
+        if i % 3 == 0:
+            acc.add(t, 0, 180, ACK | PSH, 500)                  # share
+            acc.add(t + 0.02, 1, 40, ACK | PSH, 500)            # ack
+        else:
+            acc.add(t, 1, job_sizes(rng), ACK | PSH, 500)       # job / event
+        t += rng.uniform(0.5, 3.0)
+    return dict(zip(FEATURE_NAMES, acc.values()))
+
+
+def test_push_sizes_tell_jobs_from_events():
+    """A pool's jobs keep one size; a feed's events do not. Both are pushes."""
+    rng = random.Random(11)
+    jobs = _pool_and_miner(lambda r: 310, rng)
+    events = _pool_and_miner(lambda r: r.randrange(20, 600), rng)
+    for v in (jobs, events):
+        assert v["late_push_frac_toclient"] > 0.3 and v["push_per_request"] > 1.0
+        assert v["exchange_resp_cv"] < 1e-6                     # every share got the same ack
+    assert jobs["push_size_cv_toclient"] < 1e-6 and jobs["push_size_mean_toclient"] == 310
+    assert jobs["push_repeat_frac_toclient"] == 1.0 and events["push_repeat_frac_toclient"] < 0.2
+    assert events["push_size_cv_toclient"] > 0.3
+    assert jobs["size_buckets_toclient"] == 2 and events["size_buckets_toclient"] > 10
+
+
+def test_request_reply_only_has_no_pushes():
+    """Telemetry: the client uploads, the server answers; the server never speaks unasked."""
+    acc = Accumulator(6)
+    for i in range(30):
+        acc.add(i * 2.0, 0, 700, ACK | PSH, 500)
+        acc.add(i * 2.0 + 0.01, 1, 250, ACK | PSH, 500)
+    v = dict(zip(FEATURE_NAMES, acc.values()))
+    assert v["push_frac_toclient"] == 0.0 and v["late_push_frac_toclient"] == 0.0 and v["push_per_request"] == 0.0
+    assert v["server_answer_lat_frac"] < 0.01                    # the server answers at once, the client thinks
+
+
+def test_server_driven_exchanges_reverse_the_answer_latency():
+    """The far end of a reverse tunnel: the server asks after a pause, the client answers at once."""
+    acc = Accumulator(6)
+    for i in range(30):
+        acc.add(i * 2.0, 1, 150, ACK | PSH, 500)
+        acc.add(i * 2.0 + 0.01, 0, 9000, ACK | PSH, 500)
+    v = dict(zip(FEATURE_NAMES, acc.values()))
+    assert v["server_answer_lat_frac"] > 0.99
