@@ -55,16 +55,25 @@ What it reports:
     two or more client packets: the anchor where the connection protocol starts (no
     anchor, no claim). A client that wants a shell, a command, scp, sftp or git then
     opens a "session" channel and must wait for the confirmation before it sends the
-    channel request: two client rounds in the burst that follows the login. With -N it
-    sends only global requests (tcpip-forward, no-more-sessions) in one round, then
-    waits. Forwarded connections come later, each after an idle gap, as a CHANNEL_OPEN
-    of 40+ payload bytes (a keepalive request holds 27, a confirmation 17) answered by
-    the peer within an answer window: opened by the server (forwarded-tcpip: an -R
-    listener inside the sandbox is being used from outside) -> "reverse_tunnel" /
-    "ssh.tunnel_only_reverse" (confidence 0.6); opened by the client (direct-tcpip: -L
-    or -D) -> "tunnel" / "ssh.tunnel_only" (0.5). Fact ssh.tunnel_only: "reverse" or
-    "local". Timing thresholds follow the slowest answer seen during login (the RTT
-    plus the load): idle gap max(1 s, 4 x RTT), answer window max(0.5 s, 3 x RTT).
+    channel request: two client rounds in the burst that follows the login (a new
+    round needs an answer first: two server packets, since sshd sends its post-login
+    notices EXT_INFO and hostkeys-00 unasked, or one that came a round trip later).
+    With -N the client sends only global requests (tcpip-forward, no-more-sessions)
+    in one round, then waits. Forwarded connections come later, each after an idle
+    gap, as a CHANNEL_OPEN of 40+ payload bytes (a keepalive request holds 27, a
+    confirmation 17) answered within an answer window by a packet that can hold an
+    OPEN_CONFIRMATION (17 bytes; EOF, CLOSE, WINDOW_ADJUST and a keystroke hold 5..10):
+    opened by the server (forwarded-tcpip: an -R listener inside the sandbox is being
+    used from outside) -> "reverse_tunnel" / "ssh.tunnel_only_reverse" (confidence
+    0.6); opened by the client (direct-tcpip: -L or -D) -> "tunnel" / "ssh.tunnel_only"
+    (0.5). Evidence: login_rounds, server_opened, client_opened, idle_gap; fact
+    ssh.tunnel_only: "reverse" or "local". The login's answer times set the timing
+    thresholds (the RTT and the load): idle gap max(1 s, 4 x the slowest answer),
+    answer window max(0.5 s, 3 x the slowest), a round trip max(1 ms, half the fastest).
+    Measured on real OpenSSH 9.2 (tests/inspect/test_ssh.py, four cipher/MAC
+    families): -N -R, -N -L and -N -D with two forwarded connections are found; an
+    interactive shell, `ssh host cmd`, `ssh -T`, scp (SFTP and legacy), sftp, git
+    clone and `ssh -L host cmd` are not called tunnel-only.
   These are deliberately conservative and low confidence: they are features for the
   classifier, and evidence for a human, not proof.
 
@@ -82,7 +91,11 @@ Limits of the encrypted-phase heuristics (known, measured in tests/inspect/test_
   one TCP segment add up to one size (handled: the open is the first packet of a
   burst, and a session's second round is a count, not a size).
 - a server that delays a session channel's confirmation by more than the idle gap
-  would split the login burst and could look like a server-opened channel.
+  splits the login burst; the session is then judged on what follows (a server
+  packet of channel-open size answered by one of confirmation size), so a shell
+  whose unprompted output is answered by a paste could look like a -R channel. A
+  server without post-login notices on a link under 1 ms makes its confirmation
+  look like part of the client's round, with the same consequence.
 
 This is not JA4SSH (whose licence forbids product use); the size features are our own.
 """
@@ -506,6 +519,8 @@ def _tunnel_only(pkts: list, up, down) -> dict | None:
     OPEN_CONFIRMATION (17 bytes): opened by the server (forwarded-tcpip: an `ssh -R`
     listener) or by the client (direct-tcpip: -L / -D).
     """
+    if not pkts or pkts[-1][0] - pkts[0][0] < _TUNNEL_IDLE_MIN:
+        return None                   # no idle gap yet, nothing to judge (most calls of a flow)
     end = _auth_end(pkts, down)
     if end is None:
         return None
