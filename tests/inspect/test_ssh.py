@@ -334,6 +334,18 @@ def test_framing_of_the_negotiated_cipher(enc, mac, smallest):
     assert _payload_range(smallest, framing)[0] == 1
 
 
+def test_unknown_framing_or_reversed_roles_make_no_tunnel_claim():
+    from egress.inspect.ssh import _Side, _tunnel_shape
+    pkts = transcript(LOGIN + " " + N_R_OPEN, FORWARDED)
+    side = _Side()
+    side.kexinit = list(KEX_LISTS)
+    side.kexinit[2] = side.kexinit[3] = "chacha20-poly1305@openssh.com"
+    assert _tunnel_shape(pkts, side, side, reversed_roles=False)["server_opened"] == 1
+    assert _tunnel_shape(pkts, side, side, reversed_roles=True) is None
+    side.kexinit[2] = side.kexinit[3] = "aes128-ocb@example.org"      # framing unknown: no sizes to read
+    assert _tunnel_shape(pkts, side, side, reversed_roles=False) is None
+
+
 def test_payload_ranges_match_openssh_messages_under_chacha():
     # sizes seen from OpenSSH 9.2: USERAUTH_SUCCESS 28, session open 52, direct-tcpip open 92
     assert _payload_range(28, CHACHA) == (1, 3)
