@@ -113,12 +113,14 @@ def _endpoint(text: str) -> str:
 
 
 def extract(path, signatures: bool = True, checkpoints=(8, 32, 128, 512),
-            time_checkpoints=(10.0, 60.0, 300.0), time_scale: float = 1.0) -> list[tuple[str, str, list]]:
+            time_checkpoints=(10.0, 60.0, 300.0), time_scale: float = 1.0,
+            rtt: float = 0.0) -> list[tuple[str, str, list]]:
     """(flow text, stage, vector) for every checkpoint of every flow of one capture.
 
     `time_scale` stretches the capture's clock (every gap times the factor): the corpus
     runs its scenarios faster than life (a job every second instead of every 30), and
-    stretching every class alike keeps absolute timing from telling the classes apart."""
+    stretching every class alike keeps absolute timing from telling the classes apart.
+    `rtt` (seconds) then puts the far end that much further away (see `with_rtt`)."""
     from egress.config import EngineConfig
     from egress.drivers.pcap import CaptureError, read_capture
     from egress.engine import Engine
@@ -127,26 +129,67 @@ def extract(path, signatures: bool = True, checkpoints=(8, 32, 128, 512),
     recorder = FeatureRecorder(checkpoints, time_checkpoints)
     engine = Engine(EngineConfig(signatures=signatures), classifier=recorder)
     t0 = None
+    packets = []
     try:
         for raw in read_capture(path):
             if time_scale != 1.0:
                 if t0 is None:
                     t0 = raw.ts
                 raw = RawPacket(t0 + (raw.ts - t0) * time_scale, raw.data, raw.linktype, raw.wire_len)
-            engine.process(raw)
-            if engine.events:
-                engine.drain_events()
+            packets.append(raw)
     except CaptureError:
         pass          # a cut-off capture still gives the flows read so far
+    if rtt > 0.0:
+        packets = with_rtt(packets, rtt)
+    for raw in packets:
+        engine.process(raw)
+        if engine.events:
+            engine.drain_events()
     engine.flush()
     engine.drain_events()
     return [(flow_text(flow), stage, vec) for flow, stage, vec in recorder.rows]
 
 
+def with_rtt(packets: list, rtt: float) -> list:
+    """The same packets as seen from a sandbox whose peers are `rtt` seconds (round trip)
+    away: every time the server answers something of the client's (a SYN, a request, a
+    share), the answer and everything after it in that flow come `rtt` later. The corpus
+    runs on one host (round trip ~0), so without this, messages a real path merges into
+    one burst (two jobs 0.3 s apart behind a 300 ms round trip) always stay apart; the
+    server's unasked pushes keep their spacing, as on a real path."""
+    from egress.decode import decode
+    from egress.types import RawPacket
+
+    state: dict = {}       # flow key -> [client (addr, port), offset, client spoke since the server last did]
+    out = []
+    for i, raw in enumerate(packets):
+        pkt = decode(raw)
+        if pkt.proto not in (6, 17):
+            out.append((raw.ts, i, raw))
+            continue
+        a, b = (pkt.src, pkt.sport), (pkt.dst, pkt.dport)
+        key = (pkt.proto,) + ((a, b) if a <= b else (b, a))
+        st = state.get(key)
+        if st is None:
+            st = state[key] = [a, 0.0, False]
+        syn = pkt.proto == 6 and pkt.flags & 0x02
+        speaks = bool(pkt.payload) or syn
+        if a == st[0]:
+            if speaks:
+                st[2] = True
+        elif speaks and st[2]:
+            st[1] += rtt
+            st[2] = False
+        out.append((raw.ts + st[1], i, raw))
+    out.sort(key=lambda x: (x[0], x[1]))
+    return [RawPacket(ts, raw.data, raw.linktype, raw.wire_len) for ts, _, raw in out]
+
+
 def labelled_rows(root: Path, labels: list[Label], source: str, signatures: bool = True,
                   log=None, time_scales=(1.0,), workers: int = 1) -> list[Row]:
     """Rows for every labelled flow of the captures named in `labels` (paths relative to root),
-    once per time scale (a stretched copy's file is named "FILE@xSCALE"). `workers` > 1
+    once per time scale (a stretched copy's file is named "FILE@xSCALE"; a scale may be a
+    (stretch, round trip) pair: "FILE@xSCALE+rttR"). `workers` > 1
     extracts captures in parallel processes; the rows come back in the same order."""
     by_file: dict[str, list[Label]] = {}
     for lab in labels:
@@ -159,7 +202,7 @@ def labelled_rows(root: Path, labels: list[Label], source: str, signatures: bool
                 log("skip %s: missing" % path)
             continue
         for scale in time_scales:
-            jobs.append((path, signatures, scale))
+            jobs.append((path, signatures, scale))     # a float, or (clock stretch, round trip)
     if workers > 1 and len(jobs) > 1:
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -173,7 +216,10 @@ def labelled_rows(root: Path, labels: list[Label], source: str, signatures: bool
         exact = {lab.flow: lab for lab in by_file[name] if lab.flow != "*"}
         whole = next((lab for lab in by_file[name] if lab.flow == "*"), None)
         src = source if source != "shared" else "shared:" + name.split("__", 1)[0]
-        tag = name if scale == 1.0 else "%s@x%g" % (name, scale)
+        stretch, rtt = scale if isinstance(scale, tuple) else (scale, 0.0)
+        tag = name if stretch == 1.0 and not rtt else "%s@x%g" % (name, stretch)
+        if rtt:
+            tag += "+rtt%g" % rtt
         for flow, stage, vec in extracted:
             lab = exact.get(flow) or whole
             if lab is None:
@@ -185,4 +231,5 @@ def labelled_rows(root: Path, labels: list[Label], source: str, signatures: bool
 
 def _extract_job(job) -> list:
     path, signatures, scale = job
-    return extract(path, signatures, time_scale=scale)
+    stretch, rtt = scale if isinstance(scale, tuple) else (scale, 0.0)
+    return extract(path, signatures, time_scale=stretch, rtt=rtt)

@@ -27,6 +27,7 @@ DEFAULT_THRESHOLD = 0.5
 DEFAULT_THRESHOLDS = {"mining": 0.5, "reverse_tunnel": 0.8, "reverse_shell": 0.8}
 DEFAULT_EARLY = {"packets": 32, "threshold": 0.9}
 DEFAULT_MIN_PAYLOAD = 4
+DEFAULT_TIME_SCALES = "1,5:0.02,25:0.08,60:0.25"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,9 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a corpus generated separately (another seed) to score the shipped model on: fresh"
                         " captures of the same scenarios, never used in training")
     p.add_argument("--benign-weight", type=float, default=2.0, help="weight of the benign class (default 2)")
-    p.add_argument("--time-scales", default="1,5,25,60", metavar="LIST",
-                   help="comma-separated clock stretch factors applied to corpus captures (e.g. 1,5,25): "
-                        "the corpus runs faster than life; every class is stretched alike")
+    p.add_argument("--time-scales", default=DEFAULT_TIME_SCALES, metavar="LIST",
+                   help="comma-separated copies of every corpus capture, each STRETCH or STRETCH:RTT (default"
+                        " %(default)s): the clock stretched by STRETCH (the corpus runs faster than life; every"
+                        " class is stretched alike), then the far end moved RTT seconds away (the corpus runs"
+                        " on one host, real peers are 10-300 ms away)"),
     p.add_argument("--exclude-features", default=",".join(DEFAULT_EXCLUDE), metavar="GLOBS",
                    help="comma-separated feature-name globs the model may not use (default: %(default)s: program"
                         " fingerprints and implementation latencies that do not carry over to real traffic)")
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = []
     try:
-        scales = tuple(float(v) for v in args.time_scales.split(",") if v.strip()) or (1.0,)
+        scales = _time_scales(args.time_scales)
         for root in corpora:
             labels = dataset.read_labels(root / "labels.tsv")
             say("%s: %d labelled captures/flows" % (root, len(labels)))
@@ -199,6 +202,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(_metrics_text(evaluation, classes))
     return 0
+
+
+def _time_scales(text: str) -> tuple:
+    """"1,5:0.02" -> ((1.0, 0.0), (5.0, 0.02)); ValueError on anything else."""
+    out = []
+    for item in (v.strip() for v in text.split(",")):
+        if item:
+            stretch, _, rtt = item.partition(":")
+            out.append((float(stretch), float(rtt or 0.0)))
+            if out[-1][0] <= 0.0 or out[-1][1] < 0.0:
+                raise ValueError("--time-scales %s: a stretch must be > 0 and a round trip >= 0" % item)
+    return tuple(out) or ((1.0, 0.0),)
 
 
 def _argv(args: argparse.Namespace) -> list[str]:
@@ -324,9 +339,10 @@ def _card(name: str, classes, thresholds, meta: dict, early: dict) -> str:
                ", ".join(classes), json.dumps(thresholds), early["packets"], early["threshold"],
                early["min_payload_packets"]),
            "- training: seed %s, %s rounds, params %s; every row also seen with detector features zeroed"
-           " (works with signatures off); corpus clocks stretched by %s; features not used: %s" % (
+           " (works with signatures off); corpus captures copied with their clocks stretched by %s (with the"
+           " far end that many seconds of round trip away); features not used: %s" % (
                meta["training"]["seed"], meta["training"]["rounds"], json.dumps(meta["training"]["params"]),
-               meta["training"]["time_scales"], ", ".join(meta["training"]["excluded_features"]) or "none"),
+               ", ".join("x%g (%g)" % tuple(v) for v in meta["training"]["time_scales"]), ", ".join(meta["training"]["excluded_features"]) or "none"),
            "- data: %d distinct flows (%d with the stretched copies; per class: %s), %d groups, %d scenarios,"
            " sources %s" % (
                d["flows"], d["flow_copies"], json.dumps(d["flows_per_class"]), d["groups"], d["scenarios"],

@@ -46,3 +46,22 @@ def test_shared_capture_labels_match_engine_flows(shared_pcaps):
     rows = labelled_rows(shared_pcaps, mining, "shared")
     ends = {(r.file, r.flow) for r in rows if r.stage == "end"}
     assert ends == {(lab.file, lab.flow) for lab in mining}     # every labelled flow was found by the engine
+
+
+def test_round_trip_delays_answers_not_pushes():
+    """With the far end 0.1 s away: the SYN-ACK and every answer to the client come 0.1 s
+    later per turn; pushes the server sends unasked keep their spacing; nothing is lost."""
+    from egress.classify.dataset import with_rtt
+    from egress.decode import decode
+    from egress.types import RawPacket
+    s = TcpSession(("10.1.0.1", 40000), ("10.1.0.2", 3333), step=0.001).handshake()
+    s.send(True, b"login").send(False, b"ok").wait(1.0).send(False, b"job1").wait(1.0).send(False, b"job2")
+    s.wait(1.0).send(True, b"share").send(False, b"ack")
+    raws = [RawPacket(ts, data, 101) for ts, data in sorted(s.packets)]
+    moved = with_rtt(raws, 0.1)
+    assert len(moved) == len(raws) and [r.ts for r in moved] == sorted(r.ts for r in moved)
+    when = {r.data: r.ts for r in moved}
+    shift = {decode(r).payload or decode(r).flags: round(when[r.data] - r.ts, 6) for r in raws}
+    assert shift[0x12] == 0.1                                           # SYN-ACK: one round trip
+    assert shift[b"ok"] == 0.2 and shift[b"job1"] == 0.2 and shift[b"job2"] == 0.2
+    assert shift[b"share"] == 0.2 and shift[b"ack"] == 0.3
