@@ -191,7 +191,7 @@ class Engine:
         for observer in self.observers:
             observer.on_flow_end(flow, self._now)
         if flow.inspecting is not None:
-            self.inspect.finish(flow)
+            self.inspect.conclude(flow)
         self.counters["flows.ended." + (flow.end_reason or "unknown")] += 1
         self.events.append(eve.flow_event(flow))
 

@@ -192,6 +192,8 @@ def test_inspection_ends_after_its_packet_budget_even_if_a_detector_still_waits(
         name = "patient"
         def inspect(self, view):
             self.calls += 1
+            if view.closed_to_server and view.closed_to_client:   # the last look: conclude
+                return InspectResult(Status.NO_MATCH, facts={"patient.seen": len(view.to_server)})
             return NEED_MORE
     det = Patient()
     engine = Engine(EngineConfig(max_inspect_packets=5), detectors=[det], observers=[])
@@ -199,8 +201,10 @@ def test_inspection_ends_after_its_packet_budget_even_if_a_detector_still_waits(
     for _ in range(10):
         s.send(True, b"x" * 10, ack=False)
     decisions = run(s.packets, engine)
-    assert det.calls == 5
-    assert decisions[-1].offload and decisions[-1].flow.streams is None
+    assert det.calls == 5 + 1                      # five packets, then one last look
+    flow = decisions[-1].flow
+    assert flow.facts["patient.seen"] == 50
+    assert decisions[-1].offload and flow.streams is None
 
 
 def test_with_a_model_a_bulk_flow_settles_after_the_last_packet_checkpoint(repo_root):
@@ -273,3 +277,18 @@ def test_a_reload_that_removes_the_model_does_not_break_flows_in_progress():
     engine.swap_classifier(None)
     decisions = run(s.send(True, b"more").packets[3:], engine)
     assert {d.action for d in decisions} == {Action.ALLOW} and engine.counters["engine.exceptions"] == 0
+
+
+def test_a_flow_that_ends_while_a_detector_waits_gets_its_last_look_in_the_flow_event():
+    class Concluding(LineDetector):
+        name = "concluding"
+        def inspect(self, view):
+            if view.closed_to_server and view.closed_to_client:
+                return InspectResult(Status.MATCH, (Detection("tunnel", "fake.shape", confidence=0.5),))
+            return NEED_MORE
+    engine = Engine(detectors=[Concluding()], observers=[])
+    s = craft.TcpSession(CLIENT, SERVER).handshake().send(True, b"abc")   # no FIN: ends by flush
+    run(s.packets, engine)
+    engine.flush()
+    flow = [e for e in engine.drain_events() if e["event_type"] == "flow"][0]
+    assert flow["detections"] == [{"category": "tunnel", "signature": "fake.shape", "confidence": 0.5}]

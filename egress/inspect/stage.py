@@ -56,8 +56,7 @@ class InspectStage:
         payload = pkt.payload
         if payload:
             if flow.payload_packets >= self.config.max_inspect_packets:
-                self.finish(flow)
-                return False
+                return self.conclude(flow)
             flow.payload_packets += 1
             if len(flow.sizes) < self.config.max_sizes:
                 flow.sizes.append((pkt.ts, direction, len(payload)))
@@ -85,6 +84,16 @@ class InspectStage:
         flow.datagrams.append((direction, payload))
         return True
 
+    def conclude(self, flow: Flow) -> bool:
+        """Inspection ends (packet budget spent, or the flow ended): one last call to the
+        detectors still waiting, told that no more bytes will come, so that what they
+        concluded from the whole view (e.g. SSH's session shape) is kept. Then release."""
+        changed = False
+        if flow.inspecting:
+            changed = self._run_detectors(flow, final=True)
+        self.finish(flow)
+        return changed
+
     def _view(self, flow: Flow) -> StreamView:
         if flow.streams is not None:
             up, down = flow.streams
@@ -101,8 +110,10 @@ class InspectStage:
                           to_server, to_client, datagrams, closed_up, closed_down, flow.facts,
                           flow.app_proto, tuple(flow.sizes), flow.initiator in ("syn", "synack"))
 
-    def _run_detectors(self, flow: Flow) -> bool:
+    def _run_detectors(self, flow: Flow, final: bool = False) -> bool:
         view = self._view(flow)
+        if final:
+            view.closed_to_server = view.closed_to_client = True
         changed = False
         still: list[Detector] = []
         # A detector whose budget exceeds what reassembly keeps is done when reassembly is.
