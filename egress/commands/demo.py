@@ -273,6 +273,17 @@ class Demo:
         return steps
 
 
+def _ml_text(ml: dict) -> str:
+    """The classifier's class, and its top score when that names another class (the class
+    can stay benign below a threshold, or with too few packets to count as evidence)."""
+    scores = ml.get("scores", {})
+    text = "%s %.2f" % (ml["class"], scores.get(ml["class"], 0.0))
+    top = max(scores, key=scores.get, default=ml["class"])
+    if top != ml["class"]:
+        text += " (top: %s %.2f)" % (top, scores[top])
+    return text
+
+
 def _report(steps: list[Step], demo: Demo, rules: list[str], model: str | None, seconds: float) -> None:
     a = demo.topo.addr
     w = sys.stdout.write
@@ -283,8 +294,7 @@ def _report(steps: list[Step], demo: Demo, rules: list[str], model: str | None, 
         actions = sorted({f["verdict"]["action"] for f in s.flows}) or ["-"]
         rules_hit = sorted({f["verdict"]["rule"] for f in s.flows}) or ["-"]
         dets = sorted({"%s/%s" % (d["category"], d["signature"]) for f in s.flows for d in f.get("detections", [])})
-        ml = sorted({"%s %.2f" % (f["ml"]["class"], f["ml"].get("scores", {}).get(f["ml"]["class"], 0.0))
-                     for f in s.flows if f.get("ml")})
+        ml = sorted({_ml_text(f["ml"]) for f in s.flows if f.get("ml")})
         rows.append((s.name, s.outcome, ",".join(actions), ",".join(rules_hit),
                      ", ".join(dets + ["ml: " + m for m in ml]) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
