@@ -46,6 +46,33 @@ class _Checkpoints:
         step = self.ages[-1] if self.ages[-1] != float("inf") else age + 1e9
         return (int(age // step) + 1) * step
 
+    # One definition of "when to look", shared by the classifier and the training
+    # recorder, so that training sees exactly the vectors serving will score.
+
+    def start(self, flow) -> None:
+        acc = Accumulator(flow.proto)
+        acc.due = flow.start + self.ages[0]
+        flow.features = acc
+
+    def feed(self, flow, pkt, direction: int) -> int:
+        """Add one packet to the flow's features; the flow's packet count when this packet
+        reaches a checkpoint (a packet count or a flow age), else 0."""
+        acc = flow.features
+        plen = len(pkt.payload)
+        if pkt.truncated:
+            plen = payload_len(pkt)
+        acc.add(pkt.ts, direction, plen, pkt.flags, pkt.window)
+        n = acc.s[0][0] + acc.s[1][0]     # packets so far (Accumulator.packets, inlined)
+        if pkt.ts >= acc.due:
+            acc.due = flow.start + self.next_age(pkt.ts - flow.start)
+        elif n not in self.counts:
+            return 0
+        return n
+
+    def is_last(self, n: int) -> bool:
+        """After the last packet-count look the flow is left alone (it may take the fast path)."""
+        return n >= self.last_count
+
 
 class FlowClassifier:
     def __init__(self, bundle: Bundle):
@@ -68,26 +95,16 @@ class FlowClassifier:
     # -- the engine protocol ------------------------------------------------------------
 
     def start(self, flow) -> None:
-        acc = Accumulator(flow.proto)
-        acc.due = flow.start + self._checks.ages[0]
-        flow.features = acc
+        self._checks.start(flow)
 
     def on_packet(self, flow, pkt, direction: int) -> bool:
-        acc = flow.features
-        plen = len(pkt.payload)
-        if pkt.truncated:
-            plen = payload_len(pkt)
-        acc.add(pkt.ts, direction, plen, pkt.flags, pkt.window)
-        due = pkt.ts >= acc.due
-        n = acc.s[0][0] + acc.s[1][0]     # packets so far (Accumulator.packets, inlined)
-        if due or n in self._checks.counts:
-            if due:
-                acc.due = flow.start + self._checks.next_age(pkt.ts - flow.start)
-            self.score(flow)
-            if n >= self._checks.last_count:
-                flow.features = None
-            return True
-        return False
+        n = self._checks.feed(flow, pkt, direction)
+        if not n:
+            return False
+        self.score(flow)
+        if self._checks.is_last(n):
+            flow.features = None
+        return True
 
     def on_end(self, flow) -> None:
         self.score(flow, final=True)
@@ -132,27 +149,18 @@ class FeatureRecorder:
         self.rows: list[tuple] = []   # (flow, stage, vector)
 
     def start(self, flow) -> None:
-        acc = Accumulator(flow.proto)
-        acc.due = flow.start + self._checks.ages[0]
-        flow.features = acc
+        self._checks.start(flow)
 
     def on_packet(self, flow, pkt, direction: int) -> bool:
-        acc = flow.features
-        plen = len(pkt.payload)
-        if pkt.truncated:
-            plen = payload_len(pkt)
-        acc.add(pkt.ts, direction, plen, pkt.flags, pkt.window)
-        n = acc.packets()
-        due = pkt.ts >= acc.due
-        if due or n in self._checks.counts:
-            if due:
-                acc.due = flow.start + self._checks.next_age(pkt.ts - flow.start)
-            if n >= self._checks.last_count:
-                # As FlowClassifier: its last look at the flow, which is what "end" means.
-                self.rows.append((flow, "end", vector(flow)))
-                flow.features = None
-            else:
-                self.rows.append((flow, "n%d" % n, vector(flow)))
+        n = self._checks.feed(flow, pkt, direction)
+        if not n:
+            return False
+        if self._checks.is_last(n):
+            # As FlowClassifier: its last look at the flow, which is what "end" means.
+            self.rows.append((flow, "end", vector(flow)))
+            flow.features = None
+        else:
+            self.rows.append((flow, "n%d" % n, vector(flow)))
         return False
 
     def on_end(self, flow) -> None:
