@@ -46,6 +46,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from egress.sim.base import ws_frame
+
 BLOB = os.urandom(1 << 20)
 
 
@@ -77,22 +79,6 @@ def _stop_after(seconds: float) -> None:
 
 
 # --- web server ----------------------------------------------------------------------------
-
-def _ws_frame(payload: bytes, mask: bool, opcode: int = 1) -> bytes:
-    head = bytes([0x80 | opcode])
-    n = len(payload)
-    bit = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 65536:
-        head += bytes([bit | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([bit | 127]) + n.to_bytes(8, "big")
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
 
 def _ws_read(f) -> bytes | None:
     head = f.read(2)
@@ -286,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
                                   "payload": "p" * rng.randrange(20, 600)}).encode()
                 try:
                     with lock:
-                        sock.sendall(_ws_frame(msg, mask=False))
+                        sock.sendall(ws_frame(msg, mask=False))
                 except OSError:
                     return
         threading.Thread(target=pusher, daemon=True).start()
@@ -296,7 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             with lock:
                 try:
-                    sock.sendall(_ws_frame(json.dumps({"type": "ack", "n": len(data)}).encode(), mask=False))
+                    sock.sendall(ws_frame(json.dumps({"type": "ack", "n": len(data)}).encode(), mask=False))
                 except OSError:
                     break
         alive[0] = False
@@ -327,7 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
                     msg = json.dumps({"op": 0, "s": seq, "t": "DISPATCH", "d": d}).encode()
                     try:
                         with lock:
-                            sock.sendall(_ws_frame(msg, mask=False))
+                            sock.sendall(ws_frame(msg, mask=False))
                     except OSError:
                         return
         threading.Thread(target=publisher, daemon=True).start()
@@ -342,7 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply = {"op": 11} if op == 1 else {"op": 9, "ok": True}
             with lock:
                 try:
-                    sock.sendall(_ws_frame(json.dumps(reply).encode(), mask=False))
+                    sock.sendall(ws_frame(json.dumps(reply).encode(), mask=False))
                 except OSError:
                     break
         alive[0] = False
@@ -537,7 +523,7 @@ def _pubsub_client(a, rng, end, mode: str) -> None:
     hb = rng.choice([1.0, 2.5, 5.0, 15.0])
     pub = rng.choice([0.0, 0.05, 0.3])
     seq = 0
-    s.sendall(_ws_frame(json.dumps({"op": 2, "d": {"token": os.urandom(24).hex(), "topics": ["a", "b"]}}).encode(),
+    s.sendall(ws_frame(json.dumps({"op": 2, "d": {"token": os.urandom(24).hex(), "topics": ["a", "b"]}}).encode(),
                         mask=True))
     next_hb = time.time() + hb * rng.uniform(0.1, 1.0)
     next_pub = time.time() + (rng.expovariate(pub) if pub else 1e9)
@@ -549,10 +535,10 @@ def _pubsub_client(a, rng, end, mode: str) -> None:
                 break
             if next_hb <= next_pub:
                 seq += 1
-                s.sendall(_ws_frame(json.dumps({"op": 1, "d": seq}).encode(), mask=True))
+                s.sendall(ws_frame(json.dumps({"op": 1, "d": seq}).encode(), mask=True))
                 next_hb += hb
             else:
-                s.sendall(_ws_frame(json.dumps({"op": 3, "d": {"text": "u" * int(rng.lognormvariate(3.5, 1.0))}})
+                s.sendall(ws_frame(json.dumps({"op": 3, "d": {"text": "u" * int(rng.lognormvariate(3.5, 1.0))}})
                                     .encode(), mask=True))
                 next_pub = time.time() + rng.expovariate(pub)
     except OSError:
@@ -584,7 +570,7 @@ def _ws_client(a, rng, end) -> None:
     while time.time() < end:
         time.sleep(min(rng.expovariate(1.0 / mean), max(0.0, end - time.time())))
         try:
-            s.sendall(_ws_frame(json.dumps({"type": "msg", "text": "t" * rng.randint(5, 300)}).encode(), mask=True))
+            s.sendall(ws_frame(json.dumps({"type": "msg", "text": "t" * rng.randint(5, 300)}).encode(), mask=True))
         except OSError:
             break
     stop[0] = True
