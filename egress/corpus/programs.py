@@ -810,19 +810,25 @@ def _p2p_talk(sock, rng: random.Random, end: float, initiator: bool) -> None:
             sock.sendall(_p2p_msg("ping", os.urandom(8)))
 
 
+def _accept_one(a) -> socket.socket:
+    """The listening side of a one-connection scenario: bind --listen, say so, accept once
+    (and exit by itself shortly after --duration)."""
+    _stop_after(a.duration + 5)
+    host, port = _hostport(a.listen)
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((host, port))
+    ls.listen(4)
+    print("listening", flush=True)
+    return ls.accept()[0]
+
+
 def p2p_node(a) -> None:
     """--listen: the remote peer; --connect: the local node dialing out."""
     rng = random.Random(a.seed)
     end = time.time() + a.duration
     if a.listen:
-        _stop_after(a.duration + 5)
-        host, port = _hostport(a.listen)
-        ls = socket.socket()
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind((host, port))
-        ls.listen(4)
-        print("listening", flush=True)
-        s, _ = ls.accept()
+        s = _accept_one(a)
         _p2p_talk(s, rng, end, initiator=False)
     else:
         host, port = _hostport(a.connect)
@@ -914,14 +920,7 @@ def grpc_stream(a) -> None:
     rng = random.Random(a.seed)
     end = time.time() + a.duration
     if a.listen:
-        _stop_after(a.duration + 5)
-        host, port = _hostport(a.listen)
-        ls = socket.socket()
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        ls.bind((host, port))
-        ls.listen(4)
-        print("listening", flush=True)
-        s, _ = ls.accept()
+        s = _accept_one(a)
         if a.tls:
             ctx = _server_tls(a.cert_dir)
             ctx.set_alpn_protocols(["h2"])
