@@ -17,7 +17,23 @@ from pathlib import Path
 from typing import Any, Iterable
 
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\Z")
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "rules" / "pools.txt"
+SOURCE_RULES = Path(__file__).resolve().parents[2] / "rules"
+INSTALLED_RULES = Path("/etc/egress/rules")
+
+
+def rules_file(name: str, directories: Iterable[Path] = (SOURCE_RULES, INSTALLED_RULES)) -> Path:
+    """Where a shipped data list lives: the source tree's rules/ (a checkout, an editable
+    install), else /etc/egress/rules (the appliance image; a non-editable install has no
+    rules/ beside the package). The first directory that has the file wins; when none
+    has it, the source-tree path, so that the load error names where it was expected."""
+    directories = tuple(directories)
+    for directory in directories:
+        if (directory / name).is_file():
+            return directory / name
+    return directories[0] / name
+
+
+DEFAULT_PATH = rules_file("pools.txt")
 
 
 class PoolListError(ValueError):

@@ -29,11 +29,11 @@ from egress.inspect import dns as dns_mod
 from egress.inspect import http as http_mod
 from egress.inspect import tls as tls_mod
 from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView
-from egress.inspect.pools import PoolDomains
+from egress.inspect.pools import PoolDomains, rules_file
 from egress.types import Detection
 
 MAX_BYTES = 4096
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "rules" / "tunnels.txt"
+DEFAULT_PATH = rules_file("tunnels.txt")
 
 _CHISEL = re.compile(r"chisel-v\d+")
 _FRP_KEYS = (b'"privilege_key"', b'"run_id"')

@@ -107,3 +107,14 @@ def test_reload_helper_swaps_every_pool_detector_or_keeps_the_old_list(tmp_path)
     error = reload_pool_lists(dets, path)
     assert error is not None and ":1:" in error
     assert all(d.pools.match("x.second-pool.test") for d in dets[1:])      # the old list stays
+
+
+def test_shipped_lists_are_found_in_the_source_tree_first_then_in_the_installed_place(tmp_path):
+    from egress.inspect.pools import SOURCE_RULES, rules_file
+    assert rules_file("pools.txt") == SOURCE_RULES / "pools.txt"
+    installed = tmp_path / "etc-egress-rules"
+    installed.mkdir()
+    (installed / "tunnels.txt").write_text("ngrok.io\n")
+    missing_source = tmp_path / "no-source-tree"
+    assert rules_file("tunnels.txt", (missing_source, installed)) == installed / "tunnels.txt"
+    assert rules_file("nothing.txt", (missing_source, installed)) == missing_source / "nothing.txt"
