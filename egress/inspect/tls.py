@@ -91,6 +91,17 @@ def _u16_list(b: bytes) -> list[int]:
     return list(struct.unpack_from(">%dH" % (len(b) // 2), b))
 
 
+def _extensions(r: _Reader) -> list[tuple[int, bytes]]:
+    """The (type, data) extension list that ends a Client/ServerHello (absent in old hellos)."""
+    exts: list[tuple[int, bytes]] = []
+    if r.p < len(r.b):
+        er = _Reader(r.vec(2))
+        while er.p < len(er.b):
+            etype = er.u16()
+            exts.append((etype, er.vec(2)))
+    return exts
+
+
 def parse_client_hello(body: bytes) -> dict | None:
     """ClientHello body (after the 4-byte handshake header) -> its fields, or None."""
     try:
@@ -100,12 +111,7 @@ def parse_client_hello(body: bytes) -> dict | None:
         r.vec(1)                                 # session id
         ciphers = _u16_list(r.vec(2))
         r.vec(1)                                 # compression methods
-        exts: list[tuple[int, bytes]] = []
-        if r.p < len(body):
-            er = _Reader(r.vec(2))
-            while er.p < len(er.b):
-                etype = er.u16()
-                exts.append((etype, er.vec(2)))
+        exts = _extensions(r)
     except ValueError:
         return None
     hello = {"legacy_version": legacy_version, "ciphers": ciphers, "extensions": [e for e, _ in exts],
@@ -143,13 +149,8 @@ def parse_server_hello(body: bytes) -> dict | None:
         r.take(32)
         r.vec(1)
         cipher = r.u16()
-        r.u8()
-        exts: list[tuple[int, bytes]] = []
-        if r.p < len(body):
-            er = _Reader(r.vec(2))
-            while er.p < len(er.b):
-                etype = er.u16()
-                exts.append((etype, er.vec(2)))
+        r.u8()                                   # compression method
+        exts = _extensions(r)
     except ValueError:
         return None
     selected = version
