@@ -205,6 +205,17 @@ class Demo:
         from egress.drivers.servers import read_record
         return read_record(str(self.work / (name + ".jsonl")))
 
+    def _miner(self, name: str, sim: str, ip: str, port: int, record: str, blocked: str) -> Step:
+        """Run one of the project's miner emulators from the sandbox; the pool's record says
+        whether any message got through."""
+        step = Step(name, (ip, port, "TCP"))
+        self.sbx(PY, "-m", "egress.sim." + sim, "client", "--connect", "%s:%d" % (ip, port),
+                 "--duration", "3", "--share-interval", "0.3", timeout=10)
+        got = [r["msg"].get("method") for r in self._records(record) if r.get("dir") == "in"]
+        step.ok = True
+        step.outcome = ("pool received %s" % ", ".join(sorted(set(filter(None, got))))) if got else blocked
+        return step
+
     def _scenario(self) -> list[Step]:
         ext = self.topo.addr.ext4
         steps = []
@@ -230,23 +241,10 @@ class Demo:
         step.outcome = "cloned (README present)" if step.ok else "failed: %s" % r.stderr.strip()[-60:]
         steps.append(step)
 
-        step = Step("Stratum miner -> pool :3333", (self.pool_ip, 3333, "TCP"))
-        self.sbx(PY, "-m", "egress.sim.stratum", "client", "--connect", "%s:3333" % self.pool_ip,
-                 "--duration", "3", "--share-interval", "0.3", timeout=10)
-        got = [r["msg"].get("method") for r in self._records("pool-stratum") if r.get("dir") == "in"]
-        step.ok = True
-        step.outcome = ("pool received %s" % ", ".join(sorted(set(filter(None, got))))) if got \
-            else "blocked: the pool never received a login"
-        steps.append(step)
-
-        step = Step("XMRig-style login -> :443", (self.xmr_ip, 443, "TCP"))
-        self.sbx(PY, "-m", "egress.sim.xmr", "client", "--connect", "%s:443" % self.xmr_ip,
-                 "--duration", "3", "--share-interval", "0.3", timeout=10)
-        got = [r["msg"].get("method") for r in self._records("pool-xmr") if r.get("dir") == "in"]
-        step.ok = True
-        step.outcome = ("pool received %s" % ", ".join(sorted(set(filter(None, got))))) if got \
-            else "blocked: the pool never received the login"
-        steps.append(step)
+        steps.append(self._miner("Stratum miner -> pool :3333", "stratum", self.pool_ip, 3333,
+                                 "pool-stratum", "blocked: the pool never received a login"))
+        steps.append(self._miner("XMRig-style login -> :443", "xmr", self.xmr_ip, 443,
+                                 "pool-xmr", "blocked: the pool never received the login"))
 
         step = Step("ssh -R 9999:localhost:22 (OpenSSH)", (ext, 22, "TCP"))
         ssh = self.work / "ssh"
