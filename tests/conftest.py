@@ -27,6 +27,18 @@ def shared_pcaps() -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_flows(shared_pcaps) -> dict[str, list[dict]]:
+    """FLOWS.tsv rows (dicts of its columns), grouped by capture file name."""
+    import csv
+    from collections import defaultdict
+    rows: dict[str, list[dict]] = defaultdict(list)
+    with open(shared_pcaps / "FLOWS.tsv") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            rows[row["file"]].append(row)
+    return rows
+
+
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
 

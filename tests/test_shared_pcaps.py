@@ -9,9 +9,6 @@ the flow to be found and its server to be the side with the service port.
 from __future__ import annotations
 
 import csv
-from collections import defaultdict
-
-import pytest
 
 from egress.drivers.pcap import read_capture
 from egress.engine import Engine
@@ -31,16 +28,7 @@ def replay_file(path) -> list[dict]:
     return [e for e in engine.drain_events() if e["event_type"] == "flow"]
 
 
-@pytest.fixture(scope="module")
-def labelled(shared_pcaps):
-    rows = defaultdict(list)
-    with open(shared_pcaps / "FLOWS.tsv") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            rows[row["file"]].append(row)
-    return rows
-
-
-def test_every_capture_replays_and_every_labelled_tcp_flow_is_found(shared_pcaps, labelled):
+def test_every_capture_replays_and_every_labelled_tcp_flow_is_found(shared_pcaps, shared_flows):
     files = sorted(p for p in shared_pcaps.iterdir() if p.suffix in (".pcap", ".pcapng"))
     assert files, "no captures in ../shared/pcaps"
     problems = []
@@ -48,7 +36,7 @@ def test_every_capture_replays_and_every_labelled_tcp_flow_is_found(shared_pcaps
         flows = replay_file(path)
         assert flows, "%s: no flow at all" % path.name
         index = {(e["src_ip"], e["src_port"], e["dest_ip"], e["dest_port"]): e for e in flows if e["proto"] == "TCP"}
-        for row in labelled.get(path.name, []):
+        for row in shared_flows.get(path.name, []):
             client, server = endpoint(row["client"]), endpoint(row["server"])
             if row["direction_basis"] == "syn_seen":
                 if client + server not in index:
@@ -67,10 +55,10 @@ def test_every_capture_replays_and_every_labelled_tcp_flow_is_found(shared_pcaps
     assert not problems, "\n".join(problems)
 
 
-def test_flow_counts_match_the_labelled_packet_counts_where_the_syn_was_seen(shared_pcaps, labelled):
+def test_flow_counts_match_the_labelled_packet_counts_where_the_syn_was_seen(shared_pcaps, shared_flows):
     """Per-direction counting: the flow's packets add up to what FLOWS.tsv counted."""
     mismatches = []
-    for name, rows in labelled.items():
+    for name, rows in shared_flows.items():
         flows = replay_file(shared_pcaps / name)
         index = {(e["src_ip"], e["src_port"], e["dest_ip"], e["dest_port"]): e for e in flows if e["proto"] == "TCP"}
         for row in rows:
@@ -83,10 +71,10 @@ def test_flow_counts_match_the_labelled_packet_counts_where_the_syn_was_seen(sha
     assert not mismatches, "\n".join(mismatches)
 
 
-def detected(shared_pcaps, labelled):
+def detected(shared_pcaps, shared_flows):
     """(file, client, server) -> (label, categories seen by the engine) for every FLOWS.tsv row."""
     out = {}
-    for name, rows in labelled.items():
+    for name, rows in shared_flows.items():
         flows = replay_file(shared_pcaps / name)
         index = {}
         for e in flows:
@@ -100,11 +88,11 @@ def detected(shared_pcaps, labelled):
     return out
 
 
-def test_signatures_find_every_mining_and_ssh_flow_and_nothing_else(shared_pcaps, labelled):
+def test_signatures_find_every_mining_and_ssh_flow_and_nothing_else(shared_pcaps, shared_flows):
     """Issue 3's done criterion on real captures: mining flows are mining, ssh flows are ssh,
     and no flow of a benign, other or ssh file is called mining or reverse_tunnel."""
     problems = []
-    for (name, client, server), (file_label, flow_label, cats) in detected(shared_pcaps, labelled).items():
+    for (name, client, server), (file_label, flow_label, cats) in detected(shared_pcaps, shared_flows).items():
         where = "%s %s -> %s" % (name, client, server)
         if cats is None:
             problems.append(where + ": flow not found")
@@ -122,9 +110,8 @@ def test_signatures_find_every_mining_and_ssh_flow_and_nothing_else(shared_pcaps
 
 def test_no_flow_at_all_in_non_mining_files_is_called_mining(shared_pcaps):
     """Beyond the labelled TCP flows: every flow (UDP, QUIC, ICMP...) of the other files."""
-    import csv as _csv
     with open(shared_pcaps / "MANIFEST.tsv") as f:
-        labels = {r["file"]: r["label"] for r in _csv.DictReader(f, delimiter="\t")}
+        labels = {r["file"]: r["label"] for r in csv.DictReader(f, delimiter="\t")}
     offenders = []
     for name, label in labels.items():
         if label == "mining":

@@ -8,9 +8,6 @@ Checks (issue 3's "done when" for SSH and reverse tunnels):
 """
 from __future__ import annotations
 
-import csv
-from collections import defaultdict
-
 import pytest
 
 from egress.drivers.pcap import read_capture
@@ -36,15 +33,6 @@ def replayed(shared_pcaps):
     return out
 
 
-@pytest.fixture(scope="module")
-def labels(shared_pcaps):
-    rows = defaultdict(list)
-    with open(shared_pcaps / "FLOWS.tsv") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            rows[row["file"]].append(row)
-    return rows
-
-
 def find(flows, row):
     client, server = endpoint(row["client"]), endpoint(row["server"])
     for e in flows:
@@ -60,9 +48,9 @@ def categories(event) -> set:
     return {d["category"] for d in event.get("detections", [])}
 
 
-def test_every_ssh_labelled_flow_is_detected_as_ssh(replayed, labels):
+def test_every_ssh_labelled_flow_is_detected_as_ssh(replayed, shared_flows):
     missing, checked = [], 0
-    for name, rows in labels.items():
+    for name, rows in shared_flows.items():
         flows, _ = replayed[name]
         for row in rows:
             if row["flow_label_derived"] != "ssh":
@@ -87,9 +75,9 @@ def test_no_flow_anywhere_is_a_reverse_tunnel_or_reverse_shell(replayed):
     assert not bad, "\n".join(bad)
 
 
-def test_annotated_sni_is_reported(replayed, labels):
+def test_annotated_sni_is_reported(replayed, shared_flows):
     wrong, checked = [], 0
-    for name, rows in labels.items():
+    for name, rows in shared_flows.items():
         flows, _ = replayed[name]
         for row in rows:
             if not row["flow_evidence"].startswith("SNI "):
