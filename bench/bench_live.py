@@ -43,6 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from egress.drivers.netns import Topology  # noqa: E402
+from egress.drivers.nflog import DEFAULT_WATCH_GROUP  # noqa: E402
 
 PY = sys.executable
 
@@ -198,7 +199,7 @@ class Bench:
         from egress.drivers.iptables import Iptables, RuleSpec
         ipt = Iptables(self.topo.ns["gw"])
         if on:
-            ipt.install(RuleSpec(sandbox_iface=self.topo.sbx_iface, bypass=fail_open))
+            ipt.install(RuleSpec(sandbox_iface=self.topo.sbx_iface, bypass=fail_open, watch_group=DEFAULT_WATCH_GROUP))
         else:
             ipt.remove()
 

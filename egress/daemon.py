@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from egress.config import EngineConfig
 from egress.drivers.enforce import ConntrackMarker
 from egress.drivers.iptables import Iptables, RuleSpec
+from egress.drivers.nflog import DEFAULT_WATCH_GROUP, NflogReader
 from egress.drivers.nfqueue import QueueDriver
 from egress.output.eve import EveWriter
 from egress.types import Action, Mode
@@ -54,6 +55,9 @@ class DaemonConfig:
     gso: bool = False                         # see egress.drivers.nfqueue: complete packets for the engine
     fast_path: bool = True                    # False: queue every packet (benchmarks, debugging)
     busy_poll: float = 0.0                    # seconds to keep polling the queue after a packet (latency)
+    watch_group: int | None = DEFAULT_WATCH_GROUP   # NFLOG group of the watch path (None: keep such flows queued)
+    watch_slot: int = 0                       # this worker's slot (its group is watch_group + slot)
+    watch_slots: int = 1                      # slots the installed rules serve (workers)
     copy_range: int = 1500
     queue_maxlen: int = 4096
     exception_action: str = "drop"
@@ -145,15 +149,26 @@ class Daemon:
             self.metrics.serve(host, port)
             if not ipaddress.ip_address(host).is_loopback:
                 metrics_port = port      # reachable beyond loopback: keep the sandbox side out
+        watch = None
+        if cfg.watch_group is not None and cfg.fast_path and cfg.model:
+            watch = NflogReader(cfg.watch_group + cfg.watch_slot)
         self.driver = QueueDriver(self.engine, cfg.queues, copy_range=cfg.copy_range, max_len=cfg.queue_maxlen,
                                   fail_open=cfg.fail_open, gso=cfg.gso, exception_action=cfg.exception_action,
                                   observer=self.metrics.observe if self.metrics else None,
-                                  fast_path=cfg.fast_path, busy_poll=cfg.busy_poll)
+                                  fast_path=cfg.fast_path, busy_poll=cfg.busy_poll,
+                                  watch=watch, watch_slot=cfg.watch_slot, marker=self.marker)
         self.driver.open()
+        if watch is not None:
+            try:
+                watch.open()
+            except OSError as exc:
+                raise StartupError("NFLOG group %d for the watch path: %s (another program uses it? "
+                                   "choose one with --watch-group)" % (watch.group, exc)) from None
         if cfg.install_rules:
             self.spec = RuleSpec(mode=cfg.mode, queues=cfg.queues, bypass=cfg.bypass,
                                  sandbox_iface=cfg.sandbox_iface, sandbox_nets=cfg.sandbox_nets,
-                                 metrics_port=metrics_port)
+                                 metrics_port=metrics_port, watch_group=cfg.watch_group,
+                                 watch_slots=cfg.watch_slots)
             self.iptables.install(self.spec)
             self.rules_installed = True
         log.info("egress: serving queue(s) %s in %s mode, %s, rules %s", ",".join(map(str, cfg.queues)),
@@ -165,6 +180,9 @@ class Daemon:
         if self.driver is not None:
             for name, value in self.driver.counters.items():
                 stats["driver." + name] = value
+            if self.driver.watch is not None:
+                for name, value in self.driver.watch.counters.items():
+                    stats["nflog." + name] = value
         for name, value in self.marker.counters.items():
             stats["conntrack." + name] = value
         return stats
@@ -338,7 +356,8 @@ class Supervisor:
                 self._spawn(index)
             if cfg.install_rules:
                 self.iptables.install(RuleSpec(mode=cfg.mode, queues=cfg.queues, bypass=cfg.bypass,
-                                               sandbox_iface=cfg.sandbox_iface, sandbox_nets=cfg.sandbox_nets))
+                                               sandbox_iface=cfg.sandbox_iface, sandbox_nets=cfg.sandbox_nets,
+                                               watch_group=cfg.watch_group, watch_slots=len(cfg.queues)))
             log.info("egress: %d workers serving queues %s", len(cfg.queues), ",".join(map(str, cfg.queues)))
             import sys
             print("egress: ready", file=sys.stderr, flush=True)

@@ -155,8 +155,15 @@ class Engine:
             if allowed:
                 flow.packets_allowed += 1
             self.counters[_VERDICT_COUNTER[action]] += 1
-        offload = not allowed or (not flow.inspecting and flow.features is None)
-        return Decision(action, verdict, flow, offload, revoked)
+        if not allowed:
+            return Decision(action, verdict, flow, True, revoked)
+        if flow.inspecting:
+            return Decision(action, verdict, flow)
+        if flow.features is None:
+            return Decision(action, verdict, flow, True)
+        # Allowed, every detector done, the classifier still to look again: no inline
+        # verdict is needed any more, only the packets (see egress.drivers.nflog).
+        return Decision(action, verdict, flow, watch=True)
 
     def _undecodable(self, pkt) -> Decision:
         """Not IP (ARP in a capture) passes untracked; broken IP follows the exception policy."""

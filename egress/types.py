@@ -182,17 +182,21 @@ class Decision:
     `action` is what the driver applies to this packet (audit mode already folded
     in). `flow` is the flow object (None when the packet was not tracked, e.g. not
     IP); `verdict` is the flow's current verdict; `offload` says the flow is decided
-    for good and may take the kernel fast path.
+    for good and may take the kernel fast path; `watch` says the flow is allowed and
+    needs no more inline verdicts, but the engine must still see its packets (the
+    classifier has checkpoints to come), so the kernel may pass them and send copies.
     """
-    __slots__ = ("action", "verdict", "flow", "offload", "revoked")
+    __slots__ = ("action", "verdict", "flow", "offload", "revoked", "watch")
 
     def __init__(self, action: Action, verdict: Verdict, flow: Any = None, offload: bool = False,
-                 revoked: bool = False):
+                 revoked: bool = False, watch: bool = False):
         self.action = action
         self.verdict = verdict
         self.flow = flow
         self.offload = offload
         self.revoked = revoked
+        self.watch = watch
 
     def __repr__(self) -> str:
-        return "Decision(%s, rule=%s, offload=%s)" % (self.action.value, self.verdict.rule, self.offload)
+        return "Decision(%s, rule=%s, offload=%s%s)" % (self.action.value, self.verdict.rule, self.offload,
+                                                       ", watch" if self.watch else "")

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from egress.drivers.iptables import Iptables, IptablesError, RuleSpec
+from egress.drivers.nflog import DEFAULT_WATCH_GROUP
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,6 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sandbox-iface", metavar="IFACE")
     p.add_argument("--sandbox-net", action="append", default=[], metavar="CIDR")
     p.add_argument("--fail-open", action="store_true", help="install: --queue-bypass")
+    p.add_argument("--watch-group", default=str(DEFAULT_WATCH_GROUP), metavar="N|off",
+                   help="install: the daemon's NFLOG watch group (default %d; 'off': no watch rules)"
+                        % DEFAULT_WATCH_GROUP)
+    p.add_argument("--watch-slots", type=int, default=1, help="install: workers with their own watch group")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,10 +39,11 @@ def run(args: argparse.Namespace) -> int:
             for line in ipt.ours():
                 print(line)
         else:
-            from egress.commands.run import parse_queues
+            from egress.commands.run import parse_queues, parse_watch_group
             ipt.install(RuleSpec(mode=args.mode, queues=parse_queues(args.queue), bypass=args.fail_open,
-                                 sandbox_iface=args.sandbox_iface, sandbox_nets=tuple(args.sandbox_net)))
-    except (IptablesError, ValueError) as exc:
+                                 sandbox_iface=args.sandbox_iface, sandbox_nets=tuple(args.sandbox_net),
+                                 watch_group=parse_watch_group(args.watch_group), watch_slots=args.watch_slots))
+    except (IptablesError, ValueError, argparse.ArgumentTypeError) as exc:
         print("egress: %s" % exc, file=sys.stderr)
         return 1
     return 0

@@ -15,6 +15,7 @@ import logging
 import sys
 
 from egress.daemon import Daemon, DaemonConfig, StartupError
+from egress.drivers.nflog import DEFAULT_WATCH_GROUP
 
 
 def parse_queues(text: str) -> tuple[int, ...]:
@@ -26,6 +27,18 @@ def parse_queues(text: str) -> tuple[int, ...]:
     if not 0 <= lo <= hi <= 65535:
         raise argparse.ArgumentTypeError("bad queue range %r" % text)
     return tuple(range(lo, hi + 1))
+
+
+def parse_watch_group(text: str) -> int | None:
+    if text in ("off", "none"):
+        return None
+    try:
+        group = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("watch group must be a number or 'off', not %r" % text) from None
+    if not 0 <= group <= 65535 - 16:
+        raise argparse.ArgumentTypeError("watch group must be 0..%d" % (65535 - 16))
+    return group
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,6 +74,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--busy-poll", type=float, default=0.0, metavar="USEC",
                    help="after a packet, keep polling the queue for USEC microseconds before sleeping "
                         "(lower latency per queued packet at the cost of CPU; default 0)")
+    p.add_argument("--watch-group", type=parse_watch_group, default=DEFAULT_WATCH_GROUP, metavar="N|off",
+                   help="NFLOG group of the watch path (default %d): once an allowed flow needs no more "
+                        "inline verdicts but the classifier still watches it, its packets pass in the "
+                        "kernel and copies come here; 'off' keeps such flows in the queue" % DEFAULT_WATCH_GROUP)
+    p.add_argument("--watch-slot", type=int, default=0, help=argparse.SUPPRESS)   # a worker's slot (--workers)
     p.add_argument("--copy-range", type=int, default=1500, help="bytes of each packet copied to us (<= 1500)")
     p.add_argument("--queue-maxlen", type=int, default=4096, help="kernel queue length")
     p.add_argument("--no-rules", action="store_true", help="do not install iptables rules (they exist already)")
@@ -79,7 +97,7 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         fail_open=args.fail_open, bypass=args.fail_open, gso=args.gso, copy_range=args.copy_range,
         queue_maxlen=args.queue_maxlen, exception_action=args.on_error, install_rules=not args.no_rules,
         signatures=not args.no_signatures, fast_path=not args.no_fast_path, sandbox_api=args.sandbox_api,
-        busy_poll=max(0.0, args.busy_poll) / 1e6)
+        busy_poll=max(0.0, args.busy_poll) / 1e6, watch_group=args.watch_group, watch_slot=args.watch_slot)
 
 
 def worker_argv(args: argparse.Namespace, index: int, queue: int) -> list[str]:
@@ -88,6 +106,8 @@ def worker_argv(args: argparse.Namespace, index: int, queue: int) -> list[str]:
             "--mode", args.mode, "--on-error", args.on_error, "--copy-range", str(args.copy_range),
             "--queue-maxlen", str(args.queue_maxlen), "--fail-open" if args.fail_open else "--fail-closed",
             "--busy-poll", "%g" % args.busy_poll]
+    argv += ["--watch-group", "off"] if args.watch_group is None else [
+        "--watch-group", str(args.watch_group), "--watch-slot", str(index)]
     for path in args.rules:
         argv += ["--rules", path]
     for flag, value in (("--model", args.model), ("--sandbox-map", args.sandbox_map)):

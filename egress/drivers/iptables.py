@@ -9,6 +9,8 @@ or EGRESS-OUT (sidecar: jumped to from OUTPUT and INPUT, loopback excepted)::
     3 -m connmark --mark DROP/MASK    -j DROP                    never reach the queue)
     4 -p tcp -m connmark --mark REJECT/MASK -j REJECT --reject-with tcp-reset
     5 -m connmark --mark REJECT/MASK  -j REJECT --reject-with icmp(6)-port-unreachable
+    w -m connmark --mark WATCH|SLOT   -j NFLOG --nflog-group G+SLOT  (allowed, still watched
+    w -m connmark --mark WATCH/MASK   -j ACCEPT                  by the classifier: a copy)
     6 -m mark --mark ALLOW/MASK       -j ACCEPT                 (the verdict mark itself, for
     7 -m mark --mark DROP/MASK        -j DROP                    untracked packets)
     8 -p tcp -m mark --mark REJECT*   -j REJECT --reject-with tcp-reset
@@ -23,7 +25,11 @@ packet and, without queueing, to every later packet of the flow in both directio
 Rules 6-9 apply the mark of a repeated packet that has no conntrack entry (IPv6
 neighbour discovery, INVALID packets): measured, without them such a packet loops
 between the queue and the chain. REJECT_ONCE (not saved) rejects one packet of a flow
-that is not decided for good. Marks never cross network namespaces (the kernel scrubs
+that is not decided for good. WATCH (rules w, present when `watch_group` is set) is an
+allowed flow that the classifier still watches: its packets pass at once and a copy of
+their headers goes to the NFLOG group of the worker that owns the flow (the SLOT bits of
+the mark; see egress.drivers.nflog); the daemon later rewrites the connmark to ALLOW when
+the classifier is done, or to DROP/REJECT when a checkpoint blocks the flow. Marks never cross network namespaces (the kernel scrubs
 them on veth), so a sandbox cannot pre-mark its packets in gateway mode; in sidecar mode
 it would need CAP_NET_ADMIN (SO_MARK), which a sandbox must not have.
 Revocation rewrites the connmark of a live connection (see egress.drivers.enforce).
@@ -47,12 +53,17 @@ COMMENT = "egress"
 CHAIN_PREFIX = "EGRESS-"
 
 # Packet/conn mark bits egress owns (other bits are left alone).
-MARK_MASK = 0x0F000000
+MARK_MASK = 0x0F000000          # the verdict
+SLOT_MASK = 0x00F00000          # which worker watches a WATCH flow (up to 16)
+SLOT_SHIFT = 20
+OWNED_BITS = MARK_MASK | SLOT_MASK
 MARK_SAVE = 0x08000000          # marks with this bit are copied into the connmark
 MARK_ALLOW = 0x09000000
 MARK_DROP = 0x0A000000
 MARK_REJECT = 0x0B000000
+MARK_WATCH = 0x0C000000
 MARK_REJECT_ONCE = 0x03000000
+MAX_WATCH_SLOTS = 16
 REJECT_BITS = 0x07000000        # under this mask REJECT and REJECT_ONCE both read 0x03000000
 
 FAMILIES = (4, 6)
@@ -71,6 +82,8 @@ class RuleSpec:
     sandbox_iface: str | None = None
     sandbox_nets: tuple[str, ...] = ()
     metrics_port: int | None = None           # when set: drop sandbox-side access to it (INPUT)
+    watch_group: int | None = None            # first NFLOG group of the watch path (None: no WATCH rules)
+    watch_slots: int = 1                      # workers with their own group: watch_group + slot
 
     def __post_init__(self) -> None:
         if self.mode not in ("gateway", "sidecar"):
@@ -80,6 +93,10 @@ class RuleSpec:
         qs = sorted(self.queues)
         if len(self.queues) > 1 and qs != list(range(qs[0], qs[-1] + 1)):
             raise ValueError("several queues must be a contiguous range, got %r" % (self.queues,))
+        if not 1 <= self.watch_slots <= MAX_WATCH_SLOTS:
+            raise ValueError("watch slots must be 1..%d, got %r" % (MAX_WATCH_SLOTS, self.watch_slots))
+        if self.watch_group is not None and not 0 <= self.watch_group <= 65535 - self.watch_slots:
+            raise ValueError("bad NFLOG group %r" % self.watch_group)
 
     @property
     def chain(self) -> str:
@@ -103,20 +120,41 @@ def chain_rules(spec: RuleSpec, family: int) -> list[str]:
     """The body of the EGRESS chain for one family (iptables-restore syntax, no -A)."""
     unreach = "icmp-port-unreachable" if family == 4 else "icmp6-port-unreachable"
     m = "0x%x" % MARK_MASK
+    owned = "0x%x" % OWNED_BITS
     return [
-        "-m mark --mark 0x%x/0x%x %s -j CONNMARK --save-mark --nfmask %s --ctmask %s" % (MARK_SAVE, MARK_SAVE, _tag(), m, m),
+        "-m mark --mark 0x%x/0x%x %s -j CONNMARK --save-mark --nfmask %s --ctmask %s"
+        % (MARK_SAVE, MARK_SAVE, _tag(), owned, owned),
         "-m connmark --mark 0x%x/%s %s -j ACCEPT" % (MARK_ALLOW, m, _tag()),
         "-m connmark --mark 0x%x/%s %s -j DROP" % (MARK_DROP, m, _tag()),
         "-p tcp -m connmark --mark 0x%x/%s %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT, m, _tag()),
         "-m connmark --mark 0x%x/%s %s -j REJECT --reject-with %s" % (MARK_REJECT, m, _tag(), unreach),
+        *watch_rules(spec),
         # The verdict mark itself, for packets conntrack does not track (IPv6 neighbour
         # discovery in a sidecar, INVALID): without these they would be queued again forever.
         "-m mark --mark 0x%x/%s %s -j ACCEPT" % (MARK_ALLOW, m, _tag()),
+        "-m mark --mark 0x%x/%s %s -j ACCEPT" % (MARK_WATCH, m, _tag()),
         "-m mark --mark 0x%x/%s %s -j DROP" % (MARK_DROP, m, _tag()),
         "-p tcp -m mark --mark 0x%x/0x%x %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT_ONCE, REJECT_BITS, _tag()),
         "-m mark --mark 0x%x/0x%x %s -j REJECT --reject-with %s" % (MARK_REJECT_ONCE, REJECT_BITS, _tag(), unreach),
         "%s %s" % (_tag(), _queue_target(spec)),
     ]
+
+
+def watch_mark(slot: int) -> int:
+    return MARK_WATCH | (slot << SLOT_SHIFT)
+
+
+def watch_rules(spec: RuleSpec) -> list[str]:
+    """WATCH flows: a copy to their worker's NFLOG group, then accept (no queue).
+
+    The packet whose verdict made the flow WATCH comes back from the queue with the
+    verdict mark (SAVE bit set) and was seen by the engine already: no copy of it."""
+    if spec.watch_group is None:
+        return []
+    rules = ["-m connmark --mark 0x%x/0x%x -m mark ! --mark 0x%x/0x%x %s -j NFLOG --nflog-group %d"
+             % (watch_mark(slot), OWNED_BITS, MARK_SAVE, MARK_SAVE, _tag(), spec.watch_group + slot)
+             for slot in range(spec.watch_slots)]
+    return rules + ["-m connmark --mark 0x%x/0x%x %s -j ACCEPT" % (MARK_WATCH, MARK_MASK, _tag())]
 
 
 def hook_rules(spec: RuleSpec, family: int) -> list[tuple[str, str]]:

@@ -10,6 +10,11 @@ linktype 101), `engine.process`, then one verdict:
                               port unreachable) with correct addresses and sequence numbers
 - any action, offload      -> mark ALLOW|DROP|REJECT + NF_REPEAT: rule 1 of the chain saves
                               it as the connmark, so the rest of the flow never reaches us
+- allow, watch             -> mark WATCH|slot + NF_REPEAT (with a watch reader): the rest of
+                              the flow passes in the kernel and copies of its packets come
+                              back on the NFLOG group (egress.drivers.nflog); the engine sees
+                              them as before, and when it blocks the flow or is done with it,
+                              the driver rewrites the connmark (DROP/REJECT, or ALLOW)
 
 Reject is done by the kernel rather than by crafting RST/ICMP on a raw socket: the kernel
 gets sequence numbers, IPv6, checksums and ICMP rate limits right, and nothing here has
@@ -47,7 +52,8 @@ import socket
 import struct
 import time
 
-from egress.drivers.iptables import MARK_ALLOW, MARK_DROP, MARK_MASK, MARK_REJECT, MARK_REJECT_ONCE
+from egress.drivers.iptables import (MARK_ALLOW, MARK_DROP, MARK_REJECT, MARK_REJECT_ONCE, OWNED_BITS,
+                                     watch_mark)
 from egress.types import Action, RawPacket
 
 MAX_COPY_RANGE = 1500
@@ -124,7 +130,8 @@ class QueueDriver:
 
     def __init__(self, engine, queues=(0,), *, copy_range: int = MAX_COPY_RANGE, max_len: int = 4096,
                  fail_open: bool = False, gso: bool = False, exception_action: str = "drop",
-                 observer=None, clock=time.time, fast_path: bool = True, busy_poll: float = 0.0):
+                 observer=None, clock=time.time, fast_path: bool = True, busy_poll: float = 0.0,
+                 watch=None, watch_slot: int = 0, marker=None):
         if exception_action not in ("drop", "allow"):
             raise ValueError("exception_action must be drop or allow")
         self.engine = engine
@@ -138,10 +145,16 @@ class QueueDriver:
         self.fast_path = fast_path          # False: never connmark a flow (every packet is queued)
         self.busy_poll = max(0.0, float(busy_poll))   # seconds of polling without sleep after a packet
         self.clock = clock
+        # The watch path: an NflogReader bound to this worker's group, and the conntrack
+        # marker that ends a watch (ALLOW) or revokes the flow (DROP/REJECT).
+        self.watch = watch if fast_path else None
+        self.watch_mark = watch_mark(watch_slot)
+        self.marker = marker
         self.bindings: list = []
         self._readers: list[_BoundedReader] = []
         self.counters = {"packets": 0, "exceptions": 0, "verdict_errors": 0, "offloaded": 0,
-                         "accept": 0, "drop": 0, "reject": 0}
+                         "accept": 0, "drop": 0, "reject": 0, "watched": 0, "watch_packets": 0,
+                         "watch_exceptions": 0, "watch_ended": 0, "watch_revoked": 0}
         self._ifnames: dict[int, str | None] = {}   # ifindex -> name (interfaces rarely change)
 
     # -- binding ------------------------------------------------------------------
@@ -160,6 +173,8 @@ class QueueDriver:
             raise
 
     def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
         for nfq in self.bindings:
             try:
                 nfq.unbind()
@@ -171,7 +186,10 @@ class QueueDriver:
         self._readers.clear()
 
     def fds(self) -> list[int]:
-        return [nfq.get_fd() for nfq in self.bindings]
+        fds = [nfq.get_fd() for nfq in self.bindings]
+        if self.watch is not None:
+            fds.append(self.watch.fileno())
+        return fds
 
     def poll(self, timeout: float, batch: int = 512) -> int:
         """Wait up to `timeout` seconds for packets and handle at most `batch` per queue,
@@ -192,6 +210,9 @@ class QueueDriver:
             if reader.fd in ready:
                 reader.left = batch
                 nfq.run_socket(reader)
+        # After the queues: a queued packet is older than any copy of a later one.
+        if self.watch is not None and self.watch.sock is not None and self.watch.fileno() in ready:
+            self.on_watched(self.watch.read(batch))
         handled = self.counters["packets"] - before
         if handled and self.busy_poll > 0:
             handled += self._spin(batch - handled)
@@ -207,6 +228,8 @@ class QueueDriver:
             for nfq, reader in pairs:
                 reader.left = budget
                 nfq.run_socket(reader)
+            if self.watch is not None:
+                self.on_watched(self.watch.read(budget))
             if counters["packets"] != seen:
                 idle_until = clock() + self.busy_poll
             else:
@@ -267,7 +290,17 @@ class QueueDriver:
         if decision is not None and decision.offload and self.fast_path:
             self.counters["offloaded"] += 1
             self.counters[_COUNTER[action]] += 1
-            pkt.set_mark((pkt.get_mark() & ~MARK_MASK) | _OFFLOAD_MARKS[action])
+            mark = _OFFLOAD_MARKS[action]
+            if decision.flow is not None:
+                decision.flow.kernel_mark = mark
+            pkt.set_mark((pkt.get_mark() & ~OWNED_BITS) | mark)
+            pkt.repeat()
+        elif (decision is not None and decision.watch and self.watch is not None and action is Action.ALLOW
+              and decision.flow is not None):
+            self.counters["watched"] += 1
+            self.counters["accept"] += 1
+            decision.flow.kernel_mark = self.watch_mark
+            pkt.set_mark((pkt.get_mark() & ~OWNED_BITS) | self.watch_mark)
             pkt.repeat()
         elif action is Action.ALLOW:
             self.counters["accept"] += 1
@@ -277,8 +310,43 @@ class QueueDriver:
             pkt.drop()
         else:
             self.counters["reject"] += 1
-            pkt.set_mark((pkt.get_mark() & ~MARK_MASK) | MARK_REJECT_ONCE)
+            pkt.set_mark((pkt.get_mark() & ~OWNED_BITS) | MARK_REJECT_ONCE)
             pkt.repeat()
+
+    # -- the watch path -------------------------------------------------------------------
+
+    def on_watched(self, packets) -> None:
+        """Copies of packets the kernel has passed already (WATCH flows): the engine sees
+        them like queued ones; what it decides is applied to the connection's connmark.
+        A block (a classifier checkpoint, the exception policy) revokes the flow; the
+        end of the classifier's watch hands the flow to the ALLOW fast path."""
+        counters, process = self.counters, self.engine.process
+        for ts, data, indev, _mark in packets:
+            counters["watch_packets"] += 1
+            try:
+                iface = self._ifnames.get(indev, _UNKNOWN)
+                if iface is _UNKNOWN:
+                    iface = self._ifname(indev)
+                decision = process(RawPacket(ts, data, 101, wire_length(data), iface))
+            except Exception:
+                counters["watch_exceptions"] += 1
+                continue
+            flow = decision.flow
+            if flow is None:
+                continue
+            action = decision.action
+            if action is not Action.ALLOW:
+                mark = _OFFLOAD_MARKS[action]
+            elif decision.offload:
+                mark = MARK_ALLOW
+            else:
+                continue
+            if flow.kernel_mark == mark:
+                continue
+            flow.kernel_mark = mark
+            counters["watch_ended" if mark == MARK_ALLOW else "watch_revoked"] += 1
+            if self.marker is not None:
+                self.marker.set_mark(flow, action)
 
 
 _COUNTER = {Action.ALLOW: "accept", Action.DROP: "drop", Action.REJECT: "reject"}

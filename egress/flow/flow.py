@@ -40,6 +40,8 @@ class Flow:
         "streams", "datagrams", "inspecting", "payload_packets", "app_proto", "facts", "detections", "anomalies",
         # classification, policy
         "features", "ml", "verdict", "verdict_dirty", "packets_allowed", "alerted",
+        # enforcement (the live driver's bookkeeping)
+        "kernel_mark",
     )
 
     def __init__(self, flow_id: int, key: tuple, proto: int, version: int, client_ip: bytes,
@@ -86,6 +88,7 @@ class Flow:
         self.verdict_dirty = True           # something the policy reads changed since it last decided
         self.packets_allowed = 0            # packets let through so far (to know a block is a revocation)
         self.alerted: set | None = None     # signatures already written as alert events
+        self.kernel_mark = 0                # egress mark bits the live driver gave the connection (0: none)
 
     # -- small read-only helpers for the later stages --------------------------------
 

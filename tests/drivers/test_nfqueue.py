@@ -173,3 +173,69 @@ def test_busy_poll_is_bounded_by_the_batch():
         assert drv.poll(0.1, batch=10) <= 12  # stops at the batch (plus one read), not after 10 s
     finally:
         [s.close() for s in socks]
+
+
+class FakeWatch:
+    """What the driver uses of an NflogReader."""
+    sock = None
+
+    def fileno(self):
+        return -1
+
+    def close(self):
+        pass
+
+
+class FakeFlow:
+    kernel_mark = 0
+
+
+class RecordingMarker:
+    def __init__(self):
+        self.calls = []
+
+    def set_mark(self, flow, action):
+        self.calls.append((flow, action))
+        return True
+
+
+def test_a_watched_flow_gets_its_slot_mark_and_leaves_the_queue():
+    from egress.drivers.iptables import OWNED_BITS, watch_mark
+    flow = FakeFlow()
+    drv = QueueDriver(ScriptedEngine(Decision(Action.ALLOW, Verdict(), flow, watch=True)), watch=FakeWatch(),
+                      watch_slot=3)
+    pkt = FakePacket(mark=0x5 | 0x00F00000)         # stale slot bits are replaced, others kept
+    drv._on_packet(pkt)
+    assert pkt.verdicts == ["repeat"] and pkt.new_mark == watch_mark(3) | 0x5
+    assert pkt.new_mark & OWNED_BITS == flow.kernel_mark == watch_mark(3)
+    assert drv.counters["watched"] == 1
+
+
+def test_without_a_watch_reader_or_fast_path_a_watched_flow_stays_queued():
+    for kwargs in ({}, {"watch": FakeWatch(), "fast_path": False}):
+        drv = QueueDriver(ScriptedEngine(Decision(Action.ALLOW, Verdict(), FakeFlow(), watch=True)), **kwargs)
+        pkt = FakePacket()
+        drv._on_packet(pkt)
+        assert pkt.verdicts == ["accept"] and pkt.new_mark is None
+
+
+def test_watched_copies_revoke_a_blocked_flow_and_end_the_watch_once():
+    from egress.types import Mode
+    flow, other = FakeFlow(), FakeFlow()
+    drop = Verdict(Action.DROP, Mode.ENFORCE, "classifier", ())
+    decisions = [Decision(Action.ALLOW, Verdict(), flow, watch=True),       # still watching: nothing to do
+                 Decision(Action.DROP, drop, flow, offload=True, revoked=True),
+                 Decision(Action.DROP, drop, flow, offload=True),           # the same block again: no rewrite
+                 Decision(Action.ALLOW, Verdict(), other, offload=True),     # the classifier is done: fast path
+                 RuntimeError("boom"),                                      # counted, never raised
+                 Decision(Action.ALLOW, Verdict())]                         # untracked: nothing to do
+    marker = RecordingMarker()
+    engine = ScriptedEngine(*decisions)
+    drv = QueueDriver(engine, watch=FakeWatch(), marker=marker)
+    ip = bytes([0x45, 0, 0x05, 0xdc]) + bytes(16)
+    drv.on_watched([(1.0, ip, 0, 0)] * len(decisions))
+    assert marker.calls == [(flow, Action.DROP), (other, Action.ALLOW)]
+    assert drv.counters["watch_packets"] == 6 and drv.counters["watch_exceptions"] == 1
+    assert drv.counters["watch_revoked"] == 1 and drv.counters["watch_ended"] == 1
+    assert drv.counters["packets"] == 0                 # copies are not queued packets: no verdict
+    assert engine.seen[0].wire_len == 1500              # the copy is cut; its size comes from the header
