@@ -168,6 +168,9 @@ class Attribution:
         self._recorded: OrderedDict = OrderedDict()   # (flow_id, rule, action) -> None, bounded
         self._max_recorded = max_violations * 4
         self.counters = {"violations": 0, "violations_dropped": 0, "registered": 0, "unregistered": 0}
+        # Bumped (after the swap) on every change of the mapping: what readers cache from
+        # lookups is valid while it is unchanged.
+        self.generation = 0
 
     # -- mapping -------------------------------------------------------------------------
 
@@ -181,6 +184,7 @@ class Attribution:
             self._file = table
             if map_path is not None:
                 self.map_path = map_path
+            self.generation += 1
 
     def register(self, entry: Entry) -> None:
         with self._lock:
@@ -188,6 +192,7 @@ class Attribution:
             entries[entry.network] = entry
             self._api = _Table(entries.values())
             self.counters["registered"] += 1
+            self.generation += 1
 
     def unregister(self, address: str) -> bool:
         net = str(parse_network(address))
@@ -198,6 +203,7 @@ class Attribution:
             del entries[net]
             self._api = _Table(entries.values())
             self.counters["unregistered"] += 1
+            self.generation += 1
             return True
 
     def entries(self) -> list[Entry]:

@@ -46,6 +46,8 @@ from egress.types import PROTO_TCP, PROTO_UDP, Action, Detection, Verdict, ip_te
 PENDING_PACKETS = 8          # client packets a flow may send while its SNI/Host/app_proto is awaited
 PENDING_BYTES = 4096         # ... and client payload bytes (a ClientHello fits; an upload does not)
 MEMO_MAX = 262144            # per-flow memos kept (flow ids, least recent dropped)
+_NEEDS_DETECTIONS, _NEEDS_SCORES = 1, 2   # what a rule's conditions read (see _Plans)
+CACHE_MAX = 65536            # precomputed rule plans / policy choices kept (emptied when full)
 # app protocols after which no SNI/Host can still appear
 _NAMELESS_PROTOS = frozenset(("ssh", "dns", "stratum", "ntp", "git", "smtp", "ftp", "rdp", "irc", "websocket"))
 ALLOW_ALL = "version: 1\npolicies:\n  allow-all:\n    mode: enforce\n    rules: []\n    default: allow\n"
@@ -90,7 +92,10 @@ class _FlowView:
         dns = self.engine.dns
         start = getattr(self.flow, "start", self.now)
         for key, source, guarded in _NAME_FACTS:
-            name = normalize_name(facts.get(key))
+            name = facts.get(key)
+            if name is None:            # the common case: no such fact (normalize_name(None) is "")
+                continue
+            name = normalize_name(name)
             # normalize_name leaves no ':' (no IPv6 literal), and an IPv4 literal ends in a
             # digit: only then is the (exception-driven, ~3 us) address parse worth it.
             if not name or (name[-1].isdigit() and is_ip_literal(name)):
@@ -120,6 +125,74 @@ class _FlowView:
         if flow.proto not in (PROTO_TCP, PROTO_UDP) or flow.app_proto in _NAMELESS_PROTOS:
             return False
         return _young(flow)
+
+
+def _static_reasons(rule: Rule, flow: Any, dest_net: str | None, src_net: str | None) -> list[str]:
+    """Why a matching rule's address/port/protocol conditions hold (as `_evaluate` words it)."""
+    reasons = []
+    if rule.proto is not None:
+        reasons.append("proto %s" % proto_name(flow.proto).lower())
+    if dest_net is not None:
+        reasons.append("dest %s in %s" % (ip_text(flow.server_ip), dest_net))
+    if src_net is not None:
+        reasons.append("src %s in %s" % (ip_text(flow.client_ip), src_net))
+    if rule.ports is not None:
+        reasons.append("port %d" % flow.server_port)
+    return reasons
+
+
+class _Plans:
+    """One policy, precomputed: per flow key (IP version, protocol, client and server
+    address, server port) the rules whose static conditions (ip_version, proto, dest,
+    src, ports) hold, in order, with the networks that matched; and the default verdicts.
+
+    Only these rules can ever match a flow with that key, and the first of them is the
+    first rule not statically excluded (what makes a verdict final). Bounded: the table
+    is emptied when it reaches CACHE_MAX keys."""
+    __slots__ = ("policy", "_cache", "default_verdicts")
+
+    def __init__(self, policy: Policy, multi: bool):
+        self.policy = policy
+        self._cache: dict = {}
+        reasons = ("default %s" % policy.default,) + (("policy %s" % policy.name,) if multi else ())
+        # indexed by `final`; as _verdict builds them when the flow view has no notes
+        self.default_verdicts = tuple(
+            Verdict(action=_ACTIONS[policy.default], mode=policy.mode, rule="default", reasons=reasons,
+                    final=final, alert=policy.default != "allow") for final in (False, True))
+
+    def candidates(self, flow: Any) -> tuple:
+        key = (flow.version, flow.proto, flow.client_ip, flow.server_ip, flow.server_port)
+        plan = self._cache.get(key)
+        if plan is None:
+            plan = self._build(flow)
+            if len(self._cache) >= CACHE_MAX:
+                self._cache.clear()
+            self._cache[key] = plan
+        return plan
+
+    def _build(self, flow: Any) -> tuple:
+        out = []
+        for rule in self.policy.rules:
+            if rule.ip_version is not None and flow.version != rule.ip_version:
+                continue
+            if rule.proto is not None and flow.proto not in rule.proto:
+                continue
+            dest_net = src_net = None
+            if rule.dest is not None:
+                dest_net = rule.dest.lookup(flow.server_ip)
+                if dest_net is None:
+                    continue
+            if rule.src is not None:
+                src_net = rule.src.lookup(flow.client_ip)
+                if src_net is None:
+                    continue
+            if rule.ports is not None and (flow.proto not in (PROTO_TCP, PROTO_UDP)
+                                           or rule.ports.match(flow.server_port) is None):
+                continue
+            needs = ((_NEEDS_DETECTIONS if rule.categories is not None or rule.signatures is not None else 0)
+                     | (_NEEDS_SCORES if rule.classifier is not None else 0))
+            out.append((rule, dest_net, src_net, needs))
+        return tuple(out)
 
 
 def _young(flow: Any) -> bool:
@@ -158,6 +231,11 @@ class PolicyEngine:
         self._sbx_cidrs = CidrSet(nets)
         self._sbx_owner = owner
         self._multi = len(policy.policies) > 1
+        self._plans = {name: _Plans(p, self._multi) for name, p in policy.policies.items()}
+        # flow (addresses, sandbox id, iface) -> (policy, named an unknown policy?), valid
+        # while the attribution map is unchanged (its generation)
+        self._policy_cache: dict = {}
+        self._policy_gen = -1
 
     # -- construction --------------------------------------------------------------------
 
@@ -242,11 +320,54 @@ class PolicyEngine:
         self.dns.learn(answers, now)
 
     def decide(self, flow: Any, now: float) -> Verdict:
+        """The verdict for `flow` now; equal to `decide_reference` (a test checks it) but
+        it walks only the rules whose address/port/protocol conditions hold for the flow
+        (precomputed per policy and flow key, see `_Plans`) and reuses default verdicts."""
+        counters = self.counters
+        counters["decisions"] += 1
+        policy = self._policy_cached(flow)
+        plans = self._plans[policy.name]
+        view = _FlowView(self, flow, policy, now)
+        if policy.guarded_domains.patterns:
+            view.names()               # run the fronting guard first: a rule may match its detection
+        waiting: Rule | None = None
+        first = True                   # no earlier rule can match this flow (all statically excluded)
+        # Rules reading detections (scores) cannot match a flow without any: skip them.
+        missing = (0 if flow.detections else _NEEDS_DETECTIONS) | (0 if flow.ml is not None else _NEEDS_SCORES)
+        for rule, dest_net, src_net, needs in plans.candidates(flow):
+            if needs & missing:
+                first = False
+                continue
+            state, dynamic = self._dynamic(rule, view)
+            if state is True:
+                if rule.action in BLOCKING and waiting is not None:
+                    return self._pending(policy, waiting, view)
+                reasons = _static_reasons(rule, flow, dest_net, src_net) + dynamic
+                if not reasons:
+                    reasons.append("rule %s matches every flow" % rule.name)
+                verdict = self._verdict(policy, rule.name, rule.action, reasons, view,
+                                        final=first and rule.static)
+                return self._record(flow, verdict, policy, now)
+            if state is None and waiting is None and rule.action not in BLOCKING:
+                waiting = rule
+            first = False
+        if policy.default in BLOCKING and waiting is not None:
+            return self._pending(policy, waiting, view)
+        if view.notes:
+            verdict = self._verdict(policy, "default", policy.default, ["default %s" % policy.default], view,
+                                    final=first)
+        else:
+            verdict = plans.default_verdicts[first]
+        return self._record(flow, verdict, policy, now)
+
+    def decide_reference(self, flow: Any, now: float) -> Verdict:
+        """The straightforward evaluation `decide` must equal: every rule of the flow's
+        policy in order through `_evaluate`, the policy looked up afresh. Same side effects."""
         self.counters["decisions"] += 1
         policy = self.policy_for(flow)
         view = _FlowView(self, flow, policy, now)
         if policy.guarded_domains.patterns:
-            view.names()               # run the fronting guard first: a rule may match its detection
+            view.names()
         waiting: Rule | None = None
         all_excluded = True            # every earlier rule can never match this flow
         for rule in policy.rules:
@@ -287,6 +408,34 @@ class PolicyEngine:
         if sbx is not None and sbx.policy is not None:
             return policies[sbx.policy]
         return policies[self.policy.default_policy]
+
+    def _policy_cached(self, flow: Any) -> Policy:
+        """policy_for(flow), remembered per (client, server, sandbox id, iface) until the
+        attribution map changes (file reload or API registration bumps its generation)."""
+        sandbox = flow.sandbox
+        sid = sandbox.get("id") if isinstance(sandbox, dict) else None
+        facts = flow.facts
+        iface = facts.get("iface") if isinstance(facts, dict) else None
+        key = (flow.client_ip, flow.server_ip, sid, iface)
+        generation = self.attribution.generation      # read before computing: a change after
+        cache = self._policy_cache                    # it clears what we store below
+        if generation != self._policy_gen:
+            cache.clear()
+            self._policy_gen = generation
+        try:
+            hit = cache.get(key)
+        except TypeError:                             # an odd, unhashable sandbox id or iface
+            return self.policy_for(flow)
+        counters = self.counters
+        if hit is None:
+            unknown = counters["unknown_policy"]
+            hit = (self.policy_for(flow), counters["unknown_policy"] != unknown)
+            if len(cache) >= CACHE_MAX:
+                cache.clear()
+            cache[key] = hit
+        elif hit[1]:
+            counters["unknown_policy"] += 1           # as policy_for counts it on every call
+        return hit[0]
 
     def _entry(self, flow: Any) -> Entry | None:
         return self.attribution.lookup(flow.client_ip) or self.attribution.lookup(flow.server_ip)
@@ -367,6 +516,46 @@ class PolicyEngine:
         if not reasons:
             reasons.append("rule %s matches every flow" % rule.name)
         return True, reasons, False
+
+    def _dynamic(self, rule: Rule, view: _FlowView) -> tuple[bool | None, list[str]]:
+        """The conditions of `rule` that change during a flow, in `_evaluate`'s order:
+        (True | False | None=not yet known, their reasons)."""
+        flow = view.flow
+        dynamic: list[str] = []
+        unknown = False
+        if rule.categories is not None or rule.signatures is not None:
+            if not getattr(flow, "detections", None):
+                return False, dynamic
+            hit = self._detection(rule, flow)
+            if hit is None:
+                return False, dynamic
+            dynamic.append(hit)
+        if rule.classifier is not None:
+            if getattr(flow, "ml", None) is None:
+                return False, dynamic
+            hit = self._classifier(rule, flow)
+            if hit is None:
+                return False, dynamic
+            dynamic.append(hit)
+        if rule.app_proto is not None:
+            app = flow.app_proto
+            if app in rule.app_proto:
+                dynamic.append("app_proto %s" % app)
+            elif app is None and flow.proto in (PROTO_TCP, PROTO_UDP) and _young(flow):
+                unknown = True
+            else:
+                return False, dynamic
+        if rule.domains is not None:
+            state, why = self._domain(rule, view)
+            if state is False:
+                return False, dynamic
+            if state is None:
+                unknown = True
+            else:
+                dynamic.append(why)
+        if unknown:
+            return None, dynamic
+        return True, dynamic
 
     @staticmethod
     def _detection(rule: Rule, flow: Any) -> str | None:

@@ -59,8 +59,9 @@ def valid_domain_pattern(pattern: str) -> str | None:
 
 
 class DomainSet:
-    """Exact names and '*.suffix' patterns; `match(name)` returns the pattern that matched."""
-    __slots__ = ("exact", "suffixes", "patterns")
+    """Exact names and '*.suffix' patterns; `match(name)` returns the pattern that matched
+    (for wildcards, the most specific one: the longest suffix)."""
+    __slots__ = ("exact", "suffixes", "patterns", "_by_suffix")
 
     def __init__(self, patterns: Iterable[str]):
         self.patterns = tuple(p.lower().rstrip(".") for p in patterns)
@@ -68,13 +69,21 @@ class DomainSet:
         # ".example.com" -> pattern text, longest first so the reported pattern is the most specific
         self.suffixes = tuple(sorted(((p[1:], p) for p in self.patterns if p.startswith("*.")),
                                      key=lambda sp: -len(sp[0])))
+        self._by_suffix = dict(self.suffixes)
 
     def match(self, name: str) -> str | None:
         if name in self.exact:
             return name
-        for suffix, pattern in self.suffixes:
-            if name.endswith(suffix):
-                return pattern
+        by_suffix = self._by_suffix
+        if by_suffix:
+            # The name's own suffixes from each '.', longest first: a few dict probes
+            # instead of one endswith() per pattern; the same answer as `suffixes` in order.
+            i = name.find(".")
+            while i >= 0:
+                pattern = by_suffix.get(name[i:])
+                if pattern is not None:
+                    return pattern
+                i = name.find(".", i + 1)
         return None
 
 
