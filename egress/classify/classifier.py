@@ -123,8 +123,10 @@ class FlowClassifier:
         return flow.ml
 
     def result(self, probs, early: bool = False, evidence: bool = True) -> dict:
+        # Python floats (the same values) are cheaper to compare and round than numpy scalars
+        probs = probs.tolist() if isinstance(probs, np.ndarray) else [float(p) for p in probs]
         return {"model": self.name, "class": self.decide(probs, early) if evidence else self.classes[0],
-                "scores": {c: round(float(p), 4) for c, p in zip(self.classes, probs)}}
+                "scores": {c: round(p, 4) for c, p in zip(self.classes, probs)}}
 
     def decide(self, probs, early: bool = False) -> str:
         """The highest-scoring non-benign class over its threshold (raised for early checkpoints)."""

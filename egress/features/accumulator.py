@@ -293,144 +293,103 @@ class Accumulator:
     def snapshot(self) -> "Accumulator":
         """A copy with the open burst closed (the state is left as it is)."""
         c = Accumulator.__new__(Accumulator)
-        for name in Accumulator.__slots__:
-            setattr(c, name, getattr(self, name))
-        c.s = (self.s[0][:], self.s[1][:])
-        c.first = self.first[:]
+        # Straight-line copies (a getattr/setattr loop over __slots__ costs five times
+        # more); a test checks that every slot is copied.
+        c.proto, c.t0, c.tl, c.s, c.first = self.proto, self.t0, self.tl, (self.s[0][:], self.s[1][:]), self.first[:]
+        c.syn, c.synack, c.fin, c.rst, c.zwin = self.syn, self.synack, self.fin, self.rst, self.zwin
+        c.t_syn, c.gap, c.idle = self.t_syn, self.gap, self.idle
+        c.bd, c.bs, c.be, c.bb = self.bd, self.bs, self.be, self.bb
+        c.k, c.pd, c.pe, c.pbb = self.k, self.pd, self.pe, self.pbb
+        c.idle_n, c.idle_s, c.idle_max, c.alt = self.idle_n, self.idle_s, self.idle_max, self.alt
+        c.ex_n, c.ex_req, c.ex_resp, c.ex_small, c.ex_lat = self.ex_n, self.ex_req, self.ex_resp, self.ex_small, self.ex_lat
+        c.late_n, c.ex_req_q, c.ex_resp_q = self.late_n, self.ex_req_q, self.ex_resp_q
+        c.rex_n, c.rex_lat, c.due = self.rex_n, self.rex_lat, self.due
         if c.bd >= 0:
             c._close_burst()
             c.bd = -1
         return c
 
     def values(self, app_proto: str | None = None, categories=()) -> list[float]:
-        """The feature vector in `FEATURE_NAMES` order."""
-        a = self.snapshot()
-        out: list[float] = []
-        put = out.append
-        pkts = a.s[0][N] + a.s[1][N]
-        pay = a.s[0][PB] + a.s[1][PB]
+        """The feature vector in `FEATURE_NAMES` order.
+
+        Written as a few list displays over local names (it runs at every checkpoint);
+        each feature is the same arithmetic, in the same order, as the schema-3 code the
+        default model was trained with (a test compares the two bit for bit)."""
+        a = self.snapshot() if self.bd >= 0 else self
+        s0, s1 = a.s
+        mean_cv = _mean_cv
+        n0, n1 = s0[N], s1[N]
+        pn0, pn1 = s0[PN], s1[PN]
+        pb0, pb1 = s0[PB], s1[PB]
+        pkts = n0 + n1
+        pay = pb0 + pb1
         duration = a.tl - a.t0 if a.t0 >= 0.0 else 0.0
         dur = duration if duration > 1e-3 else 1e-3
+        m0, cv0 = mean_cv(pn0, pb0, s0[SQ])
+        m1, cv1 = mean_cv(pn1, pb1, s1[SQ])
+        first = a.first
 
-        # volume and sizes (each per-direction group: toserver then toclient)
-        for d in (0, 1):
-            put(a.s[d][N])
-        for d in (0, 1):
-            put(a.s[d][PN])
-        for d in (0, 1):
-            put(a.s[d][PB])
-        means, cvs = [], []
-        for d in (0, 1):
-            m, cv = _mean_cv(a.s[d][PN], a.s[d][PB], a.s[d][SQ])
-            means.append(m)
-            cvs.append(cv * m)                      # the standard deviation
-        out.extend(means)
-        out.extend(cvs)
-        for d in (0, 1):
-            put(a.s[d][SMAX])
-        for d in (0, 1):
-            put((a.s[d][N] - a.s[d][PN]) / a.s[d][N] if a.s[d][N] else 0.0)
-        put(a.s[0][N] / pkts if pkts else 0.0)
-        put(a.s[0][PB] / pay if pay else 0.0)
-
-        # who speaks first; first payload sizes
-        put(1.0 if a.first and a.first[0] > 0 else 0.0)
-        put(1.0 if a.first and a.first[0] < 0 else 0.0)
-        out.extend(a.first)
-        out.extend([0] * (FIRST_N - len(a.first)))
+        # volume and sizes (each per-direction group: toserver then toclient); who speaks
+        # first; the first payload sizes
+        out = [n0, n1, pn0, pn1, pb0, pb1, m0, m1, cv0 * m0, cv1 * m1,      # cv * mean: the deviation
+               s0[SMAX], s1[SMAX],
+               (n0 - pn0) / n0 if n0 else 0.0, (n1 - pn1) / n1 if n1 else 0.0,
+               n0 / pkts if pkts else 0.0, pb0 / pay if pay else 0.0,
+               1.0 if first and first[0] > 0 else 0.0, 1.0 if first and first[0] < 0 else 0.0]
+        out += first
+        if len(first) < FIRST_N:
+            out += [0] * (FIRST_N - len(first))
 
         # timing
-        put(duration)
-        put(pay / dur)
-        put(pkts * 60.0 / dur)
-        iat = [_mean_cv(a.s[d][IAT_N], a.s[d][IAT_S], a.s[d][IAT_Q]) for d in (0, 1)]
-        put(iat[0][0])
-        put(iat[1][0])
-        put(iat[0][1])
-        put(iat[1][1])
-        put(a.idle_s / dur if duration > 0.0 else 0.0)
-        put(a.idle_max)
-        put(a.idle_n * 60.0 / dur)
+        iat0, iat1 = mean_cv(s0[IAT_N], s0[IAT_S], s0[IAT_Q]), mean_cv(s1[IAT_N], s1[IAT_S], s1[IAT_Q])
+        out += (duration, pay / dur, pkts * 60.0 / dur, iat0[0], iat1[0], iat0[1], iat1[1],
+                a.idle_s / dur if duration > 0.0 else 0.0, a.idle_max, a.idle_n * 60.0 / dur)
 
         # bursts
-        burst = [_mean_cv(a.s[d][BN], a.s[d][BSUM], a.s[d][BSQ]) for d in (0, 1)]
-        interval = [_mean_cv(a.s[d][BI_N], a.s[d][BI_S], a.s[d][BI_Q]) for d in (0, 1)]
-        idle_inits = a.s[0][IDLE_INIT] + a.s[1][IDLE_INIT]
-        for d in (0, 1):
-            put(a.s[d][BN])
-        for d in (0, 1):
-            put(burst[d][0])
-        for d in (0, 1):
-            put(burst[d][1])
-        for d in (0, 1):
-            put(a.s[d][BMAX])
-        for d in (0, 1):
-            put(interval[d][0])
-        for d in (0, 1):
-            put(interval[d][1])
-        for d in (0, 1):
-            put(a.s[d][PUSH] / a.s[d][BN] if a.s[d][BN] else 0.0)
-        for d in (0, 1):
-            put(a.s[d][IDLE_INIT] / idle_inits if idle_inits else 0.0)
-        for d in (0, 1):
-            put(a.s[d][REP] / (a.s[d][BN] - 1) if a.s[d][BN] > 1 else 0.0)
-        bursts = a.s[0][BN] + a.s[1][BN]
-        put(a.alt / (bursts - 1) if bursts > 1 else 0.0)
-        put(a.ex_n)
-        req = a.ex_req / a.ex_n if a.ex_n else 0.0
-        resp = a.ex_resp / a.ex_n if a.ex_n else 0.0
-        put(req)
-        put(resp)
-        put(resp / req if req > 0.0 else 0.0)
-        put(a.ex_small / a.ex_n if a.ex_n else 0.0)
-        put(a.ex_lat / a.ex_n if a.ex_n else 0.0)
+        bn0, bn1 = s0[BN], s1[BN]
+        b0, b1 = mean_cv(bn0, s0[BSUM], s0[BSQ]), mean_cv(bn1, s1[BSUM], s1[BSQ])
+        i0, i1 = mean_cv(s0[BI_N], s0[BI_S], s0[BI_Q]), mean_cv(s1[BI_N], s1[BI_S], s1[BI_Q])
+        ii0, ii1 = s0[IDLE_INIT], s1[IDLE_INIT]
+        idle_inits = ii0 + ii1
+        push0, push1 = s0[PUSH], s1[PUSH]
+        bursts = bn0 + bn1
+        ex_n = a.ex_n
+        req = a.ex_req / ex_n if ex_n else 0.0
+        resp = a.ex_resp / ex_n if ex_n else 0.0
+        out += (bn0, bn1, b0[0], b1[0], b0[1], b1[1], s0[BMAX], s1[BMAX], i0[0], i1[0], i0[1], i1[1],
+                push0 / bn0 if bn0 else 0.0, push1 / bn1 if bn1 else 0.0,
+                ii0 / idle_inits if idle_inits else 0.0, ii1 / idle_inits if idle_inits else 0.0,
+                s0[REP] / (bn0 - 1) if bn0 > 1 else 0.0, s1[REP] / (bn1 - 1) if bn1 > 1 else 0.0,
+                a.alt / (bursts - 1) if bursts > 1 else 0.0,
+                ex_n, req, resp, resp / req if req > 0.0 else 0.0,
+                a.ex_small / ex_n if ex_n else 0.0, a.ex_lat / ex_n if ex_n else 0.0)
 
         # pushes and replies
-        pushes = [_mean_cv(a.s[d][PUSH], a.s[d][PS_S], a.s[d][PS_Q]) for d in (0, 1)]
-        for d in (0, 1):
-            put(pushes[d][0])
-        for d in (0, 1):
-            put(pushes[d][1])
-        for d in (0, 1):
-            put(a.s[d][PREP] / (a.s[d][PUSH] - 1) if a.s[d][PUSH] > 1 else 0.0)
-        for d in (0, 1):
-            put(_mean_cv(a.s[d][PI_N], a.s[d][PI_S], a.s[d][PI_Q])[1])
-        for d in (0, 1):
-            put(a.s[d][LPUSH] / a.s[d][LBN] if a.s[d][LBN] else 0.0)
-        for d in (0, 1):
-            put(a.s[d][MASK].bit_count())
-        put(a.s[1][PUSH] / a.s[0][BN] if a.s[0][BN] else float(a.s[1][PUSH]))
-        put(_mean_cv(a.ex_n, a.ex_req, a.ex_req_q)[1])
-        put(_mean_cv(a.ex_n, a.ex_resp, a.ex_resp_q)[1])
-        server_wait = a.ex_lat / a.ex_n if a.ex_n else 0.0
+        p0, p1 = mean_cv(push0, s0[PS_S], s0[PS_Q]), mean_cv(push1, s1[PS_S], s1[PS_Q])
+        lbn0, lbn1 = s0[LBN], s1[LBN]
+        server_wait = a.ex_lat / ex_n if ex_n else 0.0
         client_wait = a.rex_lat / a.rex_n if a.rex_n else 0.0
-        put(server_wait / (server_wait + client_wait) if server_wait + client_wait > 0.0 else 0.5)
+        out += (p0[0], p1[0], p0[1], p1[1],
+                s0[PREP] / (push0 - 1) if push0 > 1 else 0.0, s1[PREP] / (push1 - 1) if push1 > 1 else 0.0,
+                mean_cv(s0[PI_N], s0[PI_S], s0[PI_Q])[1], mean_cv(s1[PI_N], s1[PI_S], s1[PI_Q])[1],
+                s0[LPUSH] / lbn0 if lbn0 else 0.0, s1[LPUSH] / lbn1 if lbn1 else 0.0,
+                s0[MASK].bit_count(), s1[MASK].bit_count(),
+                push1 / bn0 if bn0 else float(push1),
+                mean_cv(ex_n, a.ex_req, a.ex_req_q)[1], mean_cv(ex_n, a.ex_resp, a.ex_resp_q)[1],
+                server_wait / (server_wait + client_wait) if server_wait + client_wait > 0.0 else 0.5)
 
         # nested shape
-        for d in (0, 1):
-            put(a.s[d][LATE_BIG])
-        put(a.late_n)
-        put((a.s[0][LATE_BIG] + a.s[1][LATE_BIG]) / a.late_n if a.late_n else 0.0)
-        late = [_mean_cv(a.s[d][LBN], a.s[d][LS_S], a.s[d][LS_Q]) for d in (0, 1)]
-        for d in (0, 1):
-            put(late[d][0])
-        for d in (0, 1):
-            put(late[d][1])
+        lb0, lb1 = s0[LATE_BIG], s1[LATE_BIG]
+        late_n = a.late_n
+        l0, l1 = mean_cv(lbn0, s0[LS_S], s0[LS_Q]), mean_cv(lbn1, s1[LS_S], s1[LS_Q])
+        out += (lb0, lb1, late_n, (lb0 + lb1) / late_n if late_n else 0.0, l0[0], l1[0], l0[1], l1[1])
 
         # TCP
-        put(1.0 if a.proto == 6 else 0.0)
-        put(1.0 if a.proto == 17 else 0.0)
-        put(1.0 if a.syn else 0.0)
-        put(1.0 if a.synack else 0.0)
-        put(a.fin)
-        put(a.rst)
-        put(a.zwin)
-        for d in (0, 1):
-            put(a.s[d][PSH_N] / a.s[d][N] if a.s[d][N] else 0.0)
-        for d in (0, 1):
-            put(a.s[d][WIN0])
+        out += (1.0 if a.proto == 6 else 0.0, 1.0 if a.proto == 17 else 0.0,
+                1.0 if a.syn else 0.0, 1.0 if a.synack else 0.0, a.fin, a.rst, a.zwin,
+                s0[PSH_N] / n0 if n0 else 0.0, s1[PSH_N] / n1 if n1 else 0.0, s0[WIN0], s1[WIN0])
 
-        out.extend(signature_values(app_proto, categories))
+        out += signature_values(app_proto, categories)
         assert len(out) == N_FEATURES
         return out
 
