@@ -51,7 +51,7 @@ class TreeEnsemble:
             unique, split = np.unique(keys, axis=0, return_inverse=True)
         else:
             unique, split = np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
-        self._split = np.asarray(split, dtype=np.int64).reshape(-1)
+        self._split = np.asarray(split, dtype=np.intp).reshape(-1)
         self._split_feature = unique[:, 0].astype(np.int64)
         self._split_threshold = unique[:, 1].astype(np.float32)
         k = n_classes if n_classes > 1 else 1
@@ -119,7 +119,8 @@ class TreeEnsemble:
                 v = x[feature[g]]
                 g = left[g] + np.where(np.isnan(v), default_right[g], v >= threshold[g])
         else:
-            bits = x[self._split_feature] >= self._split_threshold
+            # as intp: adding it to the node numbers needs no bool -> int cast at each level
+            bits = (x[self._split_feature] >= self._split_threshold).astype(np.intp)
             split = self._split
             for _ in range(self.depth):
                 g = left[g] + bits[split[g]]

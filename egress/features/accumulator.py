@@ -394,12 +394,21 @@ class Accumulator:
         return out
 
 
+_APP_ONE_HOT: dict = {}     # app_proto -> its one-hot group values (a few dozen names at most)
+_NO_CATEGORIES = (0.0,) * len(DETECTION_CATEGORIES)
+
+
 def signature_values(app_proto: str | None, categories) -> list[float]:
     """One-hot application protocol group, then one 0/1 per detection category."""
-    group = None
-    if app_proto:
-        group = APP_ALIASES.get(app_proto.lower(), "other")
-    vals = [1.0 if g == group else 0.0 for g in APP_GROUPS]
+    one_hot = _APP_ONE_HOT.get(app_proto)
+    if one_hot is None:
+        group = None
+        if app_proto:
+            group = APP_ALIASES.get(app_proto.lower(), "other")
+        one_hot = tuple(1.0 if g == group else 0.0 for g in APP_GROUPS)
+        if len(_APP_ONE_HOT) < 4096:
+            _APP_ONE_HOT[app_proto] = one_hot
+    if not categories:
+        return [*one_hot, *_NO_CATEGORIES]
     cats = set(categories)
-    vals.extend(1.0 if c in cats else 0.0 for c in DETECTION_CATEGORIES)
-    return vals
+    return [*one_hot, *(1.0 if c in cats else 0.0 for c in DETECTION_CATEGORIES)]

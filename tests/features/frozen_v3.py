@@ -5,7 +5,7 @@ import math  # noqa: F401
 
 from egress.features.accumulator import *  # noqa: F401,F403
 from egress.features.accumulator import Accumulator, _mean_cv, signature_values  # noqa: F401
-from egress.features.schema import FIRST_N, N_FEATURES
+from egress.features.schema import APP_ALIASES, APP_GROUPS, DETECTION_CATEGORIES, FIRST_N, N_FEATURES
 
 
 def snapshot_reference(self):
@@ -148,8 +148,17 @@ def values_reference(self, app_proto=None, categories=()):
     for d in (0, 1):
         put(a.s[d][WIN0])
 
-    out.extend(signature_values(app_proto, categories))
+    out.extend(signature_values_reference(app_proto, categories))
     assert len(out) == N_FEATURES
     return out
 
 
+def signature_values_reference(app_proto, categories):
+    """One-hot application protocol group, then one 0/1 per detection category."""
+    group = None
+    if app_proto:
+        group = APP_ALIASES.get(app_proto.lower(), "other")
+    vals = [1.0 if g == group else 0.0 for g in APP_GROUPS]
+    cats = set(categories)
+    vals.extend(1.0 if c in cats else 0.0 for c in DETECTION_CATEGORIES)
+    return vals
