@@ -295,6 +295,9 @@ class Daemon:
             if self.api is not None:
                 self.api.stop()
             self.marker.close()
+            if self.engine is not None:
+                import json
+                log.info("egress: stats %s", json.dumps(self._engine_stats(), sort_keys=True))
             log.info("egress: stopped%s", ", rules removed" if removed else "")
 
 

@@ -7,9 +7,13 @@ the live conntrack entry, looked up by its *full* original tuple (pyroute2's
 Conntrack; `conntrack -U` with a partial tuple does not match, and deleting the entry
 does not stop a TCP flow: the kernel re-creates it unmarked on the next packet).
 
+It also ends the watch of a flow (egress.drivers.nflog): when the classifier is done
+with an allowed flow whose packets pass with the WATCH connmark, the connmark becomes
+ALLOW and the rest of the flow takes the fast path without copies.
+
 Guarantees: `ConntrackMarker.set_mark` never raises; it returns whether the kernel
-accepted the change and counts failures (`revoke_failed`), e.g. when the connection
-is already gone.
+accepted the change and counts it: `revoked` / `revoke_failed` for a block,
+`released` / `release_failed` for an allow, e.g. failed when the connection is gone.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ class ConntrackMarker:
     def __init__(self):
         self._sockets: dict[int, object] = {}
         self._lock = threading.Lock()
-        self.counters = {"revoked": 0, "revoke_failed": 0}
+        self.counters = {"revoked": 0, "revoke_failed": 0, "released": 0, "release_failed": 0}
         self.last_error = ""
 
     def _socket(self, family: int):
@@ -47,9 +51,10 @@ class ConntrackMarker:
         return ct
 
     def set_mark(self, flow, action: Action) -> bool:
+        outcome = "released" if action is Action.ALLOW else "revoked"
         if flow is None or flow.proto in (PROTO_ICMP, PROTO_ICMPV6):
             # ICMP conntrack tuples key on the echo id, which the flow does not keep.
-            self.counters["revoke_failed"] += 1
+            self.counters[outcome[:-1] + "_failed"] += 1
             return False
         from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
         t = flow_tuple(flow)
@@ -58,10 +63,10 @@ class ConntrackMarker:
                 self._socket(t["family"]).entry("set", mark=ACTION_MARKS[action], mark_mask=MARK_MASK,
                                                 tuple_orig=NFCTAttrTuple(**t))
         except Exception as exc:   # gone already, no permission, ...: counted, never fatal
-            self.counters["revoke_failed"] += 1
+            self.counters[outcome[:-1] + "_failed"] += 1
             self.last_error = "%s: %s" % (type(exc).__name__, exc)
             return False
-        self.counters["revoked"] += 1
+        self.counters[outcome] += 1
         return True
 
     def get_mark(self, flow) -> int | None:

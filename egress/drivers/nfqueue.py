@@ -46,6 +46,7 @@ scaling out means one process per queue, each with its own engine (see daemon.py
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import select
 import socket
@@ -55,6 +56,8 @@ import time
 from egress.drivers.iptables import (MARK_ALLOW, MARK_DROP, MARK_REJECT, MARK_REJECT_ONCE, OWNED_BITS,
                                      watch_mark)
 from egress.types import Action, RawPacket
+
+log = logging.getLogger("egress.daemon.watch")
 
 MAX_COPY_RANGE = 1500
 
@@ -344,9 +347,13 @@ class QueueDriver:
             if flow.kernel_mark == mark:
                 continue
             flow.kernel_mark = mark
-            counters["watch_ended" if mark == MARK_ALLOW else "watch_revoked"] += 1
-            if self.marker is not None:
-                self.marker.set_mark(flow, action)
+            ok = self.marker is not None and self.marker.set_mark(flow, action)
+            if mark == MARK_ALLOW:
+                counters["watch_ended"] += 1
+            else:
+                counters["watch_revoked"] += 1
+                log.info("egress: revoked watched flow %s (%s, rule %s)%s", flow, action.value,
+                         decision.verdict.rule, "" if ok else ": the connmark could not be rewritten")
 
 
 _COUNTER = {Action.ALLOW: "accept", Action.DROP: "drop", Action.REJECT: "reject"}

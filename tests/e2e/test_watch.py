@@ -1,0 +1,118 @@
+"""The watch path, live: once an allowed flow needs no more inline verdicts, its packets
+pass in the kernel while copies reach the engine over NFLOG; the classifier still sees
+every packet, and when one of its later checkpoints blocks the flow, the connection is
+revoked (connmark) and stops getting through."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.lab import PY, Gateway
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = REPO / "models" / "default"
+
+
+# 2 x 400 request/answer rounds of 100 bytes with the echo server on one connection,
+# every answer checked: each message is a packet of its own (no segmentation offload
+# merges them), so the first half takes the flow past the classifier's 512-packet
+# checkpoint; the pause lets the daemon catch up with the copies (the watch is
+# asynchronous) and hand the flow to the fast path before the second half.
+PING_PONG = """
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+ok = 0
+for i in range(800):
+    if i == 400:
+        time.sleep(1.0)
+    msg = (b"%04d" % i) * 25
+    s.sendall(msg)
+    got = b""
+    while len(got) < len(msg):
+        chunk = s.recv(len(msg) - len(got))
+        if not chunk:
+            break
+        got += chunk
+    ok += got == msg
+s.close()
+print("intact %d" % ok)
+"""
+
+
+def stats(gw: Gateway) -> dict:
+    """The daemon's counters from the 'stats' line it logs when it stops."""
+    lines = [l for l in gw.stderr().splitlines() if l.startswith("egress: stats ")]
+    assert lines, gw.stderr()[-2000:]
+    return json.loads(lines[-1][len("egress: stats "):])
+
+
+def fast_path_packets(lab) -> int:
+    """Packets the gateway's ALLOW-connmark rule accepted (the fast path)."""
+    out = lab.topo.run("gw", "iptables", "-w", "-L", "EGRESS-FWD", "-v", "-x", "-n").stdout
+    rows = [l.split() for l in out.splitlines() if "ACCEPT" in l and "connmark match  0x9000000/0xf000000" in l]
+    assert len(rows) == 1, out
+    return int(rows[0][0])
+
+
+@pytest.fixture
+def model(tmp_path):
+    if not (MODEL / "metadata.json").exists():
+        pytest.skip("no bundled model in models/default")
+    return str(shutil.copytree(MODEL, tmp_path / "model"))
+
+
+def test_tls_miner_is_watched_then_revoked_by_the_classifier(lab, model):
+    # No pool name, no plaintext: only the classifier, over the flow's first dozens of
+    # packets, can tell this is mining. By then the flow left the queue for the watch path.
+    gw = Gateway(lab.topo, lab.workdir, rules=[str(REPO / "rules" / "default.yaml")], extra=["--model", model],
+                 name="watch")
+    try:
+        record = lab.sim_pool("stratum", 3443, "--tls", "--tls-name", "api.example.test")
+        lab.sbx(PY, "-m", "egress.sim.stratum", "client", "--connect", "%s:3443" % lab.ext4, "--tls",
+                "--tls-name", "api.example.test", "--duration", "5", "--share-interval", "0.05", "--seed", "7",
+                timeout=30, check=False)
+        time.sleep(0.3)
+    finally:
+        assert gw.stop() == 0
+    (flow,) = gw.flows_to(3443)
+    assert flow["verdict"]["action"] == "drop" and flow["verdict"]["rule"] == "block-classified-mining"
+    assert flow["ml"]["class"] == "mining"
+    counters = stats(gw)
+    assert counters["driver.watched"] >= 1 and counters["nflog.packets"] >= 1
+    assert counters["driver.watch_revoked"] == 1 and counters["conntrack.revoked"] == 1
+    assert "revoked watched flow" in gw.stderr()
+    # Revoked: the client kept submitting a share every 50 ms for 5 s (~100), the pool
+    # stopped hearing from it after the checkpoint that blocked the flow.
+    heard = [json.loads(l) for l in open(record) if '"dir": "in"' in l]
+    submits = [m for m in heard if m["msg"].get("method") == "mining.submit"]
+    assert 1 <= len(submits) < 40
+    assert heard[-1]["ts"] - heard[0]["ts"] < 3.0
+
+
+def test_a_watched_conversation_ends_its_watch_on_the_fast_path_intact(lab, model):
+    # A long conversation: allowed, watched until the classifier's last checkpoint (512
+    # packets), then handed to the ALLOW fast path by a connmark rewrite.
+    gw = Gateway(lab.topo, lab.workdir, rules=[str(REPO / "rules" / "default.yaml")], extra=["--model", model],
+                 name="watch-bulk")
+    try:
+        lab.echo(lab.ext4, 7301)
+        out = lab.sbx(PY, "-c", PING_PONG, lab.ext4, "7301", timeout=60).stdout.strip()
+        assert out == "intact 800"
+        time.sleep(0.3)
+        fast_path = fast_path_packets(lab)
+    finally:
+        assert gw.stop() == 0
+    (flow,) = gw.flows_to(7301)
+    assert flow["verdict"]["action"] == "allow"
+    counters = stats(gw)
+    assert counters["driver.watched"] >= 1 and counters["driver.watch_ended"] == 1
+    assert counters["conntrack.released"] == 1 and counters["conntrack.release_failed"] == 0
+    # The engine saw the flow up to the classifier's last look; the second half's 800
+    # messages went through the kernel's ALLOW rule, without copies.
+    assert counters["nflog.packets"] + counters["driver.packets"] >= 512
+    assert fast_path >= 800
