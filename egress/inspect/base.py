@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from egress.types import Detection
 
@@ -63,10 +63,12 @@ class StreamView:
     answer NO_MATCH instead of NEED_MORE. `facts` are what other detectors already
     learned (read-only), `app_proto` the flow's protocol as known so far.
     `sizes` lists the first payload-carrying packets as (ts, direction, length).
+    `memo` holds parses that several detectors need of the same bytes (see `shared`);
+    it lives as long as the view, i.e. one round of detector calls.
     """
     __slots__ = ("proto", "client_ip", "client_port", "server_ip", "server_port", "to_server",
                  "to_client", "datagrams", "closed_to_server", "closed_to_client", "facts",
-                 "app_proto", "sizes", "initiator_known")
+                 "app_proto", "sizes", "initiator_known", "memo")
 
     def __init__(self, proto: int, client_ip: bytes, client_port: int, server_ip: bytes,
                  server_port: int, to_server: bytes = b"", to_client: bytes = b"",
@@ -88,6 +90,25 @@ class StreamView:
         self.app_proto = app_proto
         self.sizes = sizes
         self.initiator_known = initiator_known
+        self.memo: dict = {}
+
+
+def shared(view: StreamView, parse: Callable[[bytes], Any], data: bytes) -> Any:
+    """`parse(data)`, computed once per view: the detectors of one round share it.
+
+    `parse` must be a pure function of `data` (same bytes, same answer) and its result
+    is shared, so callers treat it as read-only (copy before changing it). The key is
+    the identity of `data`; the memo keeps `data` alive, so an identity cannot be
+    reused by other bytes while the entry exists. A view built by hand works too (its
+    memo starts empty).
+    """
+    key = (parse, id(data))
+    entry = view.memo.get(key)
+    if entry is not None and entry[0] is data:
+        return entry[1]
+    result = parse(data)
+    view.memo[key] = (data, result)
+    return result
 
 
 class Detector(Protocol):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView
+from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView, shared
 from egress.inspect.mining_http import looks_like_http, messages
 from egress.inspect.mining_json import (Hit, inspect_lines, is_hex, iter_objects, loads, redact_login,
                                         short, summarize)
@@ -116,7 +116,7 @@ class EthMinerDetector:
         hits: list[tuple[int, Hit]] = []
         seen = [0, 0]             # complete-enough messages per direction
         for direction, data in ((0, to_server), (1, to_client)):
-            for msg in messages(data):
+            for msg in shared(view, messages, data):
                 seen[direction] += 1
                 for header, signature in MINING_HEADERS.items():
                     if header in msg.headers:
@@ -137,12 +137,11 @@ class EthMinerDetector:
             return InspectResult(Status.MATCH, (detection,), "http")
         to_server_done = view.closed_to_server or len(to_server) >= self.max_bytes
         to_client_done = view.closed_to_client or len(to_client) >= self.max_bytes
-        requests_read = seen[0] > 0 and (to_server_done or _all_complete(to_server))
+        requests_read = seen[0] > 0 and (to_server_done or _all_complete(shared(view, messages, to_server)))
         if (requests_read and (seen[1] > 0 or to_client_done)) or (to_server_done and to_client_done):
             return NO_MATCH
         return NEED_MORE
 
 
-def _all_complete(data: bytes) -> bool:
-    msgs = messages(data)
+def _all_complete(msgs: list) -> bool:
     return bool(msgs) and msgs[-1].complete

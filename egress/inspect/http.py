@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import re
 
-from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView
+from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView, shared
 
 MAX_BYTES = 8192
 METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
            b"PROPFIND", b"PROPPATCH", b"MKCOL", b"COPY", b"MOVE", b"LOCK", b"UNLOCK", b"REPORT",
            b"SEARCH", b"MKCALENDAR", b"PURGE", b"LINK", b"UNLINK")
 _METHOD_PREFIXES = tuple(m + b" " for m in METHODS)
+# The proper prefixes of "METHOD ": first bytes that may still become a request line.
+_METHOD_UNDECIDED = frozenset(p[:i] for p in _METHOD_PREFIXES for i in range(len(p)))
 _REQUEST_LINE = re.compile(rb"([A-Z]{3,12}) ([\x21-\x7e]{1,4096}) HTTP/(1\.[01])\Z")
 _STATUS_LINE = re.compile(rb"HTTP/(1\.[01]) (\d{3})(?: [\x20-\x7e\x80-\xff]*)?\Z")
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -59,12 +61,13 @@ def _split_host(host: str) -> tuple[str, int | None]:
 
 
 def request_facts(data: bytes) -> tuple[str, dict]:
-    """Parse the request head at the start of `data` -> (need | no | ok, facts)."""
+    """Parse the request head at the start of `data` -> (need | no | ok, facts).
+
+    Pure: detectors share one parse per view through `base.shared` (read-only)."""
     if not data:
         return "need", {}
     if not data.startswith(_METHOD_PREFIXES):
-        probe = data[:8]
-        if any(p.startswith(probe) for p in _METHOD_PREFIXES) and len(data) < 8:
+        if len(data) < 8 and data in _METHOD_UNDECIDED:
             return "need", {}
         return "no", {}
     state, first, headers = parse_head(data)
@@ -121,7 +124,7 @@ class HttpDetector:
             if len(view.to_server) >= len(_H2_PREFACE):
                 return InspectResult(Status.MATCH, (), "http2", {})
             return NEED_MORE
-        state, facts = request_facts(view.to_server)
+        state, facts = shared(view, request_facts, view.to_server)
         if state == "no":
             return NO_MATCH
         if state == "need":
@@ -131,5 +134,5 @@ class HttpDetector:
         rstate, status = response_status(view.to_client)
         done = rstate != "need" or view.closed_to_client
         if status is not None:
-            facts["http.status"] = status
+            facts = {**facts, "http.status": status}     # the parse is shared: never change it
         return InspectResult(Status.MATCH if done else Status.NEED_MORE, (), "http", facts)

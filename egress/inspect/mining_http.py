@@ -27,15 +27,19 @@ class HttpMessage:
         return not self.start.startswith("HTTP/")
 
 
+_PROBES = (b"HTTP/1.",) + METHODS
+# Every proper prefix of a probe (b"" included): the first bytes that cannot decide yet.
+_UNDECIDED = frozenset(p[:i] for p in _PROBES for i in range(len(p)))
+
+
 def looks_like_http(data: bytes) -> bool | None:
     """True/False once the first bytes decide it, None while too short to tell."""
     head = data[:8]
-    if head.startswith(b"HTTP/1.") or any(head.startswith(m) for m in METHODS):
+    if head.startswith(_PROBES):
         return True
     if len(head) >= 8:
         return False
-    probe = (b"HTTP/1.",) + METHODS
-    return None if any(p.startswith(head) for p in probe) else False
+    return None if head in _UNDECIDED else False
 
 
 def parse_head(data: bytes, pos: int = 0):

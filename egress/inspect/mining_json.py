@@ -21,6 +21,10 @@ import json
 import re
 from typing import Any, Callable, Iterable
 
+from egress.inspect import mining_proxy
+from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, shared
+from egress.types import Detection
+
 MAX_LINE = 16384
 # JSON text never holds raw control characters (RFC 8259 requires them escaped), so
 # one of these near the start of a stream means "binary protocol, not JSON lines".
@@ -42,13 +46,14 @@ def loads(raw: bytes) -> Any:
         return None
 
 
-def scan_lines(data: bytes, needles: Iterable[bytes] = (), max_messages: int = 48,
+def scan_lines(data: bytes, needles: Iterable[bytes] | None = (), max_messages: int = 48,
                visit: Callable[[Any], bool] | None = None) -> tuple[list[Any], str, int]:
     """Parse JSON lines from a stream prefix.
 
     Returns (messages, state, json_lines): the parsed values of the lines that
-    contain one of `needles` (all lines when `needles` is empty), the direction
-    state (JSON / MAYBE / NOT) and how many lines looked like JSON values.
+    contain one of `needles` (all lines when `needles` is empty, none when it is
+    None), the direction state (JSON / MAYBE / NOT) and how many lines looked like
+    JSON values.
     `visit(value)`, when given, sees each parsed value as it is found; returning True
     stops the scan there (the caller has what it needs).
     """
@@ -57,7 +62,8 @@ def scan_lines(data: bytes, needles: Iterable[bytes] = (), max_messages: int = 4
         return messages, MAYBE, 0
     if _CONTROL.search(data, 0, 256):
         return messages, NOT, 0
-    needles = tuple(needles)
+    if needles is not None:
+        needles = tuple(needles)
     good = bad = 0
     pos, n, index = 0, len(data), 0
     while pos < n and len(messages) < max_messages:
@@ -105,7 +111,25 @@ def scan_lines(data: bytes, needles: Iterable[bytes] = (), max_messages: int = 4
     return messages, MAYBE, 0
 
 
-def _wanted(line: bytes, needles: tuple[bytes, ...]) -> bool:
+def line_shape(data: bytes) -> tuple[str, int]:
+    """(state, json_lines) of `scan_lines(data, needles)` for data that holds none of the
+    needles: then no line is parsed, so the answer is the same for every detector and
+    one scan per view serves them all (through `base.shared`)."""
+    _, state, count = scan_lines(data, None)
+    return state, count
+
+
+def has_needle(data: bytes, needles: tuple[bytes, ...]) -> bool:
+    """Whether any needle occurs in `data` (else no line of it is worth parsing)."""
+    for needle in needles:
+        if needle in data:
+            return True
+    return False
+
+
+def _wanted(line: bytes, needles: tuple[bytes, ...] | None) -> bool:
+    if needles is None:
+        return False
     if not needles:
         return True
     for needle in needles:
@@ -188,6 +212,23 @@ NO_HIT_LIMIT = 32   # JSON lines without any mining message: an ordinary JSON-RP
 EVIDENCE_HITS = 4   # mining messages per direction worth parsing for evidence; then stop
 
 
+def _scan_hits(data: bytes, needles: tuple[bytes, ...], classify, direction: int,
+               hits: list[tuple[int, Hit]]) -> tuple[str, int]:
+    """Scan one direction, appending its classified hits to `hits`; -> (state, json_lines)."""
+    found: list[Hit] = []
+
+    def visit(value: Any) -> bool:
+        for obj in iter_objects((value,)):
+            hit = classify(obj)
+            if hit is not None:
+                found.append(hit)
+        return len(found) >= EVIDENCE_HITS      # enough to name the flow: stop parsing
+
+    _, state, count = scan_lines(data, needles, visit=visit)
+    hits.extend((direction, hit) for hit in found)
+    return state, count
+
+
 def summarize(hits: list[tuple[int, Hit]]) -> tuple[Hit, dict]:
     """The headline hit and the evidence of the whole flow (methods, directions, worker, agent)."""
     best_dir, best = max(hits, key=lambda dh: (dh[1].confidence, dh[1].priority, -dh[0]))
@@ -220,13 +261,26 @@ def inspect_lines(view: Any, classify, needles: tuple[bytes, ...], max_bytes: in
     JSON lines without a hit, or when another detector already named the flow's
     protocol (`view.app_proto`), else NEED_MORE. A SOCKS4/5 or HTTP CONNECT
     handshake in front of the JSON is skipped (and reported as evidence "via").
+
+    When neither direction holds one of `needles`, no message can be classified, and
+    the answer (NO_MATCH or NEED_MORE) depends only on the view and `max_bytes`: the
+    JSON-lines detectors of one round share it (`view.memo`).
     """
-    from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status
-    from egress.types import Detection
-
-    from egress.inspect import mining_proxy
-
     up, down = view.to_server[:max_bytes], view.to_client[:max_bytes]
+    if needles and not has_needle(up, needles) and not has_needle(down, needles):
+        key = (inspect_lines, max_bytes, view.app_proto is None, view.closed_to_server, view.closed_to_client)
+        entry = view.memo.get(key)
+        if entry is not None and entry[0] is up and entry[1] is down:
+            return entry[2]
+        result = _inspect_lines(view, up, down, None, needles, max_bytes, app_proto, category)
+        view.memo[key] = (up, down, result)
+        return result
+    return _inspect_lines(view, up, down, classify, needles, max_bytes, app_proto, category)
+
+
+def _inspect_lines(view: Any, up: bytes, down: bytes, classify, needles: tuple[bytes, ...], max_bytes: int,
+                   app_proto: str, category: str):
+    """inspect_lines on the cut directions; `classify` None: no direction holds a needle."""
     preamble = mining_proxy.strip(up, down)
     if preamble is mining_proxy.INCOMPLETE:
         both_closed = view.closed_to_server and view.closed_to_client
@@ -243,18 +297,13 @@ def inspect_lines(view: Any, classify, needles: tuple[bytes, ...], max_bytes: in
     json_lines = 0
     binary = False
     for direction, data, closed in ((0, up, view.closed_to_server), (1, down, view.closed_to_client)):
-        found: list[Hit] = []
-
-        def visit(value: Any) -> bool:
-            for obj in iter_objects((value,)):
-                hit = classify(obj)
-                if hit is not None:
-                    found.append(hit)
-            return len(found) >= EVIDENCE_HITS      # enough to name the flow: stop parsing
-
-        _, state, count = scan_lines(data, needles, visit=visit)
+        if classify is not None and (not needles or has_needle(data, needles)):
+            state, count = _scan_hits(data, needles, classify, direction, hits)
+        else:
+            # Nothing to parse: only the shape of the lines counts, and the other
+            # JSON-lines detectors need the same answer for these bytes.
+            state, count = shared(view, line_shape, data)
         json_lines += count
-        hits.extend((direction, hit) for hit in found)
         if state == NOT:
             binary = True
         if state == NOT or closed or len(data) >= max_bytes:

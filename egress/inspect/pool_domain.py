@@ -40,9 +40,9 @@ class PoolDomainDetector:
 
     def inspect(self, view: StreamView) -> InspectResult:
         pools = self.pools
-        facts = view.facts or {}
+        facts = view.facts
         named = False
-        for key in FACT_KEYS:
+        for key in FACT_KEYS if facts else ():      # most flows have no facts yet: no loop
             for name in _names(facts.get(key)):
                 named = True
                 entry = pools.match(name)

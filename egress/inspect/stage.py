@@ -29,6 +29,7 @@ from egress.types import FIN, PROTO_TCP, RST, SYN, TO_SERVER, Packet
 
 
 MAX_LIST_FACT = 64
+_NEED_MORE = Status.NEED_MORE
 
 
 class InspectStage:
@@ -120,6 +121,8 @@ class InspectStage:
         seen = max(len(view.to_server), len(view.to_client))
         if flow.streams is not None and seen >= self.config.reassembly_budget:
             seen = 1 << 62
+        # Both directions closed: every detector is done after this call (see _exhausted).
+        both_closed = view.closed_to_server and view.closed_to_client
         for detector in flow.inspecting:
             try:
                 result = detector.inspect(view)
@@ -132,7 +135,7 @@ class InspectStage:
                     view.facts = flow.facts
                 if result.app_proto and not view.app_proto:
                     view.app_proto = flow.app_proto
-            if result.status is Status.NEED_MORE and not self._exhausted(view, detector, seen):
+            if result.status is _NEED_MORE and not both_closed and seen < detector.max_bytes:
                 still.append(detector)
         flow.inspecting = still
         if not still:
@@ -141,6 +144,7 @@ class InspectStage:
 
     @staticmethod
     def _exhausted(view: StreamView, detector: Detector, seen: int) -> bool:
+        """When a NEED_MORE detector is done anyway (inlined in _run_detectors)."""
         both_closed = view.closed_to_server and view.closed_to_client
         return both_closed or seen >= detector.max_bytes
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from egress.inspect import dns as dns_mod
 from egress.inspect import http as http_mod
 from egress.inspect import tls as tls_mod
-from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView
+from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView, shared
 from egress.inspect.pools import PoolDomains, rules_file
 from egress.types import Detection
 
@@ -69,7 +69,7 @@ def _names_from_bytes(view: StreamView) -> tuple[list[tuple[str, str]], bool]:
                 return [("tls.sni", hello["sni"])], False
             return [], False
         return [], mstate == "need" and state != "no"
-    state, facts = http_mod.request_facts(data)
+    state, facts = shared(view, http_mod.request_facts, data)
     if state == "ok" and facts.get("http.host"):
         return [("http.host", facts["http.host"])], False
     return [], state == "need"
@@ -123,13 +123,13 @@ class TunnelDetector:
             return None
         out, inp = view.to_server, view.to_client
         if out.startswith(b"GET "):
-            state, facts = http_mod.request_facts(out)
+            state, facts = shared(view, http_mod.request_facts, out)
             proto = facts.get("http.websocket_protocol", "") if state == "ok" else ""
             if _CHISEL.search(proto):
                 return Detection("tunnel", "tunnel.chisel", {"subprotocol": proto[:64]})
             return None
         head = out[:2048]
-        if all(k in head for k in _FRP_KEYS):
+        if _FRP_KEYS[0] in head and _FRP_KEYS[1] in head:
             at = head.find(b"o")
             if 0 <= at < 32 and head.find(b"{", at) - at <= 9:
                 return Detection("tunnel", "tunnel.frp", {"message": "login"})

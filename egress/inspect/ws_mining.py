@@ -17,7 +17,7 @@ from __future__ import annotations
 import zlib
 
 from egress.inspect import ethminer, stratum, xmr
-from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView
+from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView, shared
 from egress.inspect.mining_http import looks_like_http, parse_head
 from egress.inspect.mining_json import Hit, iter_objects, loads, summarize
 from egress.types import Detection
@@ -123,7 +123,7 @@ class WebSocketMiningDetector:
             return NO_MATCH
         if is_http is None:
             return self._wait(view)
-        request = parse_head(up)
+        request = shared(view, parse_head, up)
         if request is False:
             return NO_MATCH
         if request is None:
@@ -131,7 +131,7 @@ class WebSocketMiningDetector:
         _, req_headers, up_body = request
         if "websocket" not in req_headers.get("upgrade", "").lower():
             return NO_MATCH
-        response = parse_head(down) if down else None
+        response = shared(view, parse_head, down) if down else None
         if response is False:
             return NO_MATCH
         if response is None:

@@ -1,0 +1,168 @@
+"""The per-view shared parses and the cheap first-bytes checks give the same answers as the
+work they replace: detectors decide exactly as if each had parsed the view alone."""
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from egress.inspect import http as http_mod
+from egress.inspect import mining_http, mining_json
+from egress.inspect.base import StreamView, shared
+from egress.inspect.ethminer import EthMinerDetector
+from egress.inspect.ethminer import NEEDLES as ETH_NEEDLES
+from egress.inspect.registry import default_detectors
+from egress.inspect.stratum import NEEDLES as STRATUM_NEEDLES
+from egress.inspect.stratum import StratumDetector
+from egress.inspect.xmr import NEEDLES as XMR_NEEDLES
+from egress.inspect.xmr import CryptoNoteDetector
+from tests.inspect import mining_samples
+
+TRANSCRIPTS = {**mining_samples.MINING, **mining_samples.NEGATIVES}
+NAMES = sorted(TRANSCRIPTS)
+HTTP_GET = b"GET /index.html HTTP/1.1\r\nHost: www.egress.test\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+
+
+def view(up: bytes, down: bytes, closed_up=False, closed_down=False, app_proto=None, facts=None) -> StreamView:
+    return StreamView(6, b"\x0a\x00\x00\x01", 40000, b"\x0a\x00\x00\x02", 3333, up, down,
+                      closed_to_server=closed_up, closed_to_client=closed_down, facts=facts or {},
+                      app_proto=app_proto)
+
+
+def as_tuple(result):
+    return result.status, result.detections, result.app_proto, dict(result.facts)
+
+
+# -- base.shared ----------------------------------------------------------------------
+
+def test_shared_parses_once_per_view_and_bytes_object():
+    calls = []
+
+    def parse(data):
+        calls.append(data)
+        return len(data)
+
+    data = b"GET / HTTP/1.1\r\n\r\n"
+    v = view(data, b"")
+    assert shared(v, parse, data) == len(data)
+    assert shared(v, parse, data) == len(data)
+    assert calls == [data]
+    other = bytes(bytearray(data))                  # equal bytes, another object: parsed again
+    assert shared(v, parse, other) == len(data)
+    assert len(calls) == 2
+    assert shared(view(data, b""), parse, data) == len(data)    # a new view starts empty
+    assert len(calls) == 3
+
+
+# -- first-bytes checks against the formulas they replace --------------------------------
+
+def _looks_like_http_reference(data: bytes):
+    head = data[:8]
+    if head.startswith(b"HTTP/1.") or any(head.startswith(m) for m in mining_http.METHODS):
+        return True
+    if len(head) >= 8:
+        return False
+    probe = (b"HTTP/1.",) + mining_http.METHODS
+    return None if any(p.startswith(head) for p in probe) else False
+
+
+def _request_undecided_reference(data: bytes) -> bool:
+    probe = data[:8]
+    return any(p.startswith(probe) for p in http_mod._METHOD_PREFIXES) and len(data) < 8
+
+
+_PREFIX_ALPHABET = st.sampled_from(list(b"GETPOSHUCNDLAIRFMKVWY /1.x\r\n"))
+_PROBES = [p + b"/ HTTP/1.1\r\n" for p in http_mod._METHOD_PREFIXES] + [b"HTTP/1.1 200 OK\r\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.lists(_PREFIX_ALPHABET, max_size=10).map(bytes),
+                 st.tuples(st.sampled_from(_PROBES), st.integers(0, 14)).map(lambda pi: pi[0][:pi[1]]),
+                 st.binary(max_size=12)))
+def test_first_bytes_checks_match_their_reference(data):
+    assert mining_http.looks_like_http(data) == _looks_like_http_reference(data)
+    if data and not data.startswith(http_mod._METHOD_PREFIXES):
+        undecided = len(data) < 8 and data in http_mod._METHOD_UNDECIDED
+        assert undecided == _request_undecided_reference(data)
+
+
+# -- JSON lines: the needle prefilter and the shared no-hit answer --------------------------
+
+def _cut(transcript, cut_up: float, cut_down: float) -> tuple[bytes, bytes]:
+    up, down = mining_samples.streams(transcript)
+    return up[:int(len(up) * cut_up)], down[:int(len(down) * cut_down)]
+
+
+fractions = st.floats(0, 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(NAMES), fractions, fractions)
+def test_line_shape_is_the_scan_of_a_direction_without_needles(name, cut_up, cut_down):
+    for data in _cut(TRANSCRIPTS[name], cut_up, cut_down):
+        for needles in (STRATUM_NEEDLES, XMR_NEEDLES, ETH_NEEDLES):
+            if mining_json.has_needle(data, needles):
+                continue
+            messages, state, count = mining_json.scan_lines(data, needles)
+            assert messages == []
+            assert mining_json.line_shape(data) == (state, count)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(NAMES + ["http_get"]), fractions, fractions, st.booleans(), st.booleans(),
+       st.sampled_from([None, "http", "tls"]))
+def test_json_detectors_decide_alike_on_a_shared_or_a_private_view(name, cut_up, cut_down, closed_up,
+                                                                  closed_down, app_proto):
+    """Stage order (stratum, cryptonote, ethminer) on one view, like a round of the engine,
+    against each detector alone on a fresh view: the shared answers change nothing."""
+    transcript = TRANSCRIPTS.get(name) or [(0, HTTP_GET), (1, HTTP_GET)]
+    up, down = _cut(transcript, cut_up, cut_down)
+    detectors = [StratumDetector(), CryptoNoteDetector(), EthMinerDetector()]
+    one = view(up, down, closed_up, closed_down, app_proto)
+    together = [as_tuple(d.inspect(one)) for d in detectors]
+    alone = [as_tuple(d.inspect(view(up, down, closed_up, closed_down, app_proto))) for d in detectors]
+    assert together == alone
+
+
+def test_mining_samples_still_match_through_the_shared_paths():
+    """Every raw mining transcript (CoinHive only travels inside WebSocket, see
+    test_ws_mining) is still found in a full round of all detectors on one view."""
+    detectors = default_detectors()
+    for name, transcript in mining_samples.MINING.items():
+        if name == "coinhive":
+            continue
+        up, down = mining_samples.streams(transcript)
+        v = view(up, down, True, True)
+        found = [d.name for d in detectors if d.inspect(v).detections]
+        assert found, name
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(NAMES + ["http_get"]), fractions, fractions, st.booleans(), st.booleans())
+def test_a_full_round_on_one_view_is_each_detector_alone(name, cut_up, cut_down, closed_up, closed_down):
+    """All detectors in registry order on one view, facts and app_proto handed on as the
+    stage does, against each one on a fresh view holding what the earlier ones had said."""
+    transcript = TRANSCRIPTS.get(name) or [(0, HTTP_GET), (1, HTTP_GET)]
+    up, down = _cut(transcript, cut_up, cut_down)
+    one = view(up, down, closed_up, closed_down)
+    for detector in default_detectors():
+        fresh = view(up, down, closed_up, closed_down, one.app_proto, dict(one.facts))
+        result = detector.inspect(one)
+        assert as_tuple(result) == as_tuple(detector.inspect(fresh)), detector.name
+        if result.facts:
+            one.facts = {**result.facts, **one.facts}
+        if result.app_proto and not one.app_proto:
+            one.app_proto = result.app_proto
+
+
+# -- HTTP: one request parse for the http and tunnel detectors ------------------------------
+
+def test_http_status_does_not_leak_into_the_shared_request_parse():
+    detectors = {d.name: d for d in default_detectors()}
+    v = view(HTTP_GET, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    result = detectors["http"].inspect(v)
+    assert result.facts["http.status"] == 200
+    state, facts = shared(v, http_mod.request_facts, v.to_server)
+    assert state == "ok" and "http.status" not in facts
+    assert facts == http_mod.request_facts(HTTP_GET)[1]
+    # the tunnel detector reads the same parse and still finds nothing on this host
+    assert detectors["tunnel"].inspect(v).detections == ()
