@@ -149,6 +149,15 @@ class DnsCache:
             todo = nxt
         return out
 
+    def resolves_to(self, name: str, addr: bytes, at: float) -> bool | None:
+        """`addr in addresses(name, at)`, None when no DNS was seen for the name; cheaper
+        in the common case of a direct A/AAAA record for exactly this address."""
+        span = self._addr.get(name, {}).get(addr)
+        if span is not None and _valid(span, at):
+            return True                 # a valid record: the name was seen, and goes there
+        addrs = self.addresses(name, at)
+        return None if addrs is None else addr in addrs
+
     def names(self, addr: bytes, at: float) -> set[str]:
         """Names that resolved (directly or via CNAMEs) to this address, valid at `at`."""
         out = {n for n, s in self._rev_addr.get(addr, {}).items() if _valid(s, at)}

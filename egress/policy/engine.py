@@ -67,13 +67,15 @@ def _iso(ts: float) -> str:
 
 class _FlowView:
     """What the rules of one policy see of one flow at one moment (computed lazily, once)."""
-    __slots__ = ("engine", "flow", "policy", "now", "_names", "_learned", "claimed", "notes")
+    __slots__ = ("engine", "flow", "policy", "now", "_names", "_learned", "claimed", "notes", "plans")
 
-    def __init__(self, engine: "PolicyEngine", flow: Any, policy: Policy, now: float):
+    def __init__(self, engine: "PolicyEngine", flow: Any, policy: Policy, now: float,
+                 plans: "_Plans | None" = None):
         self.engine = engine
         self.flow = flow
         self.policy = policy
         self.now = now
+        self.plans = plans          # None: match domains pattern by pattern (the reference)
         self._names: list[tuple[str, str]] | None = None
         self._learned: frozenset | None = None
         self.claimed = False
@@ -92,23 +94,26 @@ class _FlowView:
         dns = self.engine.dns
         start = getattr(self.flow, "start", self.now)
         for key, source, guarded in _NAME_FACTS:
-            name = facts.get(key)
-            if name is None:            # the common case: no such fact (normalize_name(None) is "")
+            raw = facts.get(key)
+            if not isinstance(raw, str):          # normalize_name() would give ""
                 continue
-            name = normalize_name(name)
-            # normalize_name leaves no ':' (no IPv6 literal), and an IPv4 literal ends in a
-            # digit: only then is the (exception-driven, ~3 us) address parse worth it.
-            if not name or (name[-1].isdigit() and is_ip_literal(name)):
+            name = _usable_name(raw)
+            if not name:
                 continue
             self.claimed = True
-            if guarded and self.policy.guarded_domains.match(name):
-                addrs = dns.addresses(name, start)
-                if addrs is not None and self.flow.server_ip not in addrs:
+            if guarded and (self.plans.domain_hits(name) if self.plans is not None
+                            else self.policy.guarded_domains.match(name) is not None):
+                if self.plans is not None:
+                    goes = dns.resolves_to(name, self.flow.server_ip, start)
+                else:                             # the reference: the whole address set
+                    addrs = dns.addresses(name, start)
+                    goes = None if addrs is None else self.flow.server_ip in addrs
+                if goes is False:
                     self.engine._fronting(self.flow, name, source, self.now)
                     self.notes.append("%s %s goes to %s, not an address DNS gave for it" % (
                         source, name, ip_text(self.flow.server_ip)))
                     continue
-                if addrs is None and self.policy.require_dns_for_domains:
+                if goes is None and self.policy.require_dns_for_domains:
                     self.notes.append("no DNS seen for %s %s (require_dns_for_domains)" % (source, name))
                     continue
             out.append((name, source))
@@ -147,13 +152,18 @@ class _Plans:
     src, ports) hold, in order, with the networks that matched; and the default verdicts.
 
     Only these rules can ever match a flow with that key, and the first of them is the
-    first rule not statically excluded (what makes a verdict final). Bounded: the table
-    is emptied when it reaches CACHE_MAX keys."""
-    __slots__ = ("policy", "_cache", "default_verdicts")
+    first rule not statically excluded (what makes a verdict final). A plan is four
+    tuples of (rule, dest network, src network, first?), indexed by what the flow lacks
+    (_NEEDS_DETECTIONS | _NEEDS_SCORES): the rules that read what it lacks are left out.
+    Also, per name, which rules' domain lists match it and with which pattern.
+    Bounded: each table is emptied when it reaches CACHE_MAX keys."""
+    __slots__ = ("policy", "_cache", "default_verdicts", "_domain_rules", "_hits")
 
     def __init__(self, policy: Policy, multi: bool):
         self.policy = policy
         self._cache: dict = {}
+        self._domain_rules = tuple((id(r), r.domains) for r in policy.rules if r.domains is not None)
+        self._hits: dict = {}
         reasons = ("default %s" % policy.default,) + (("policy %s" % policy.name,) if multi else ())
         # indexed by `final`; as _verdict builds them when the flow view has no notes
         self.default_verdicts = tuple(
@@ -191,8 +201,42 @@ class _Plans:
                 continue
             needs = ((_NEEDS_DETECTIONS if rule.categories is not None or rule.signatures is not None else 0)
                      | (_NEEDS_SCORES if rule.classifier is not None else 0))
-            out.append((rule, dest_net, src_net, needs))
-        return tuple(out)
+            out.append((rule, needs, dest_net, src_net))
+        return tuple(tuple((rule, dest_net, src_net, i == 0) for i, (rule, needs, dest_net, src_net) in enumerate(out)
+                           if not needs & missing)
+                     for missing in range(4))
+
+    def domain_hits(self, name: str) -> dict:
+        """{id(rule): the pattern that matched} for the rules whose domains match `name`."""
+        hits = self._hits.get(name)
+        if hits is None:
+            hits = {}
+            for rule_id, domains in self._domain_rules:
+                pattern = domains.match(name)
+                if pattern is not None:
+                    hits[rule_id] = pattern
+            if len(self._hits) >= CACHE_MAX:
+                self._hits.clear()
+            self._hits[name] = hits
+        return hits
+
+
+_USABLE: dict[str, str] = {}     # fact text -> its usable name or "" (pure; bounded)
+
+
+def _usable_name(raw: str) -> str:
+    """normalize_name(raw), or "" when that is an address literal."""
+    name = _USABLE.get(raw)
+    if name is None:
+        name = normalize_name(raw)
+        # normalize_name leaves no ':' (no IPv6 literal), and an IPv4 literal ends in a
+        # digit: only then is the (exception-driven, ~3 us) address parse worth it.
+        if name and name[-1].isdigit() and is_ip_literal(name):
+            name = ""
+        if len(_USABLE) >= CACHE_MAX:
+            _USABLE.clear()
+        _USABLE[raw] = name
+    return name
 
 
 def _young(flow: Any) -> bool:
@@ -327,17 +371,15 @@ class PolicyEngine:
         counters["decisions"] += 1
         policy = self._policy_cached(flow)
         plans = self._plans[policy.name]
-        view = _FlowView(self, flow, policy, now)
+        view = _FlowView(self, flow, policy, now, plans)
         if policy.guarded_domains.patterns:
             view.names()               # run the fronting guard first: a rule may match its detection
         waiting: Rule | None = None
-        first = True                   # no earlier rule can match this flow (all statically excluded)
-        # Rules reading detections (scores) cannot match a flow without any: skip them.
+        # Rules reading detections (scores) cannot match a flow without any: the plan for
+        # what the flow lacks leaves them out (they would be False, with no side effect).
         missing = (0 if flow.detections else _NEEDS_DETECTIONS) | (0 if flow.ml is not None else _NEEDS_SCORES)
-        for rule, dest_net, src_net, needs in plans.candidates(flow):
-            if needs & missing:
-                first = False
-                continue
+        plan = plans.candidates(flow)
+        for rule, dest_net, src_net, first in plan[missing]:
             state, dynamic = self._dynamic(rule, view)
             if state is True:
                 if rule.action in BLOCKING and waiting is not None:
@@ -350,14 +392,14 @@ class PolicyEngine:
                 return self._record(flow, verdict, policy, now)
             if state is None and waiting is None and rule.action not in BLOCKING:
                 waiting = rule
-            first = False
         if policy.default in BLOCKING and waiting is not None:
             return self._pending(policy, waiting, view)
+        final = not plan[0]            # every rule statically excluded
         if view.notes:
             verdict = self._verdict(policy, "default", policy.default, ["default %s" % policy.default], view,
-                                    final=first)
+                                    final=final)
         else:
-            verdict = plans.default_verdicts[first]
+            verdict = plans.default_verdicts[final]
         return self._record(flow, verdict, policy, now)
 
     def decide_reference(self, flow: Any, now: float) -> Verdict:
@@ -587,14 +629,15 @@ class PolicyEngine:
     @staticmethod
     def _domain(rule: Rule, view: _FlowView) -> tuple[bool | None, str]:
         names = view.names()
+        plans = view.plans
         for name, source in names:
-            pattern = rule.domains.match(name)
+            pattern = plans.domain_hits(name).get(id(rule)) if plans is not None else rule.domains.match(name)
             if pattern is not None:
                 return True, "domain %s (%s%s)" % (name, source, "" if pattern == name else ", " + pattern)
         if view.claimed:
             return False, ""
         for name in sorted(view.learned()):
-            pattern = rule.domains.match(name)
+            pattern = plans.domain_hits(name).get(id(rule)) if plans is not None else rule.domains.match(name)
             if pattern is not None:
                 return True, "domain %s (address from DNS%s)" % (name, "" if pattern == name else ", " + pattern)
         if view.pending_names():

@@ -180,3 +180,30 @@ def test_domain_match_is_the_longest_wildcard_or_the_exact_name(bodies, wild, na
     ds = DomainSet(patterns)
     expect = name if name in ds.exact else next((p for s, p in ds.suffixes if name.endswith(s)), None)
     assert ds.match(name) == expect
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.sampled_from(NAMES + ["[::1]:443", "10.0.0.1", "x.", "", " A.B ", "a:b:c"]), st.text(max_size=20)))
+def test_usable_names_are_normalized_non_addresses(raw):
+    from egress.policy.engine import _usable_name
+    from egress.policy.match import is_ip_literal, normalize_name
+    want = normalize_name(raw)
+    assert _usable_name(raw) == ("" if want and is_ip_literal(want) else want)
+    assert _usable_name(raw) == _usable_name(raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a.test", "b.test", "c.test"]),
+                          st.sampled_from(["A", "CNAME"]), st.sampled_from(["1.1.1.1", "1.1.1.2", "b.test", "c.test"]),
+                          st.integers(0, 400), st.floats(0, 1000)), max_size=8),
+       st.sampled_from(["a.test", "b.test", "c.test"]), st.sampled_from(["1.1.1.1", "1.1.1.2"]), st.floats(-10, 2000))
+def test_resolves_to_agrees_with_the_address_set(records, name, addr, at):
+    import ipaddress
+    from egress.policy.dnscache import DnsCache
+    cache = DnsCache(min_ttl=30, max_ttl=600)
+    for owner, rtype, data, ttl, now in records:
+        if (rtype == "A") == data[0].isdigit():
+            cache.learn([answer(owner, data, rtype, ttl)], now)
+    packed = ipaddress.ip_address(addr).packed
+    addrs = cache.addresses(name, at)
+    assert cache.resolves_to(name, packed, at) == (None if addrs is None else packed in addrs)
