@@ -47,7 +47,7 @@ PENDING_PACKETS = 8          # client packets a flow may send while its SNI/Host
 PENDING_BYTES = 4096         # ... and client payload bytes (a ClientHello fits; an upload does not)
 MEMO_MAX = 262144            # per-flow memos kept (flow ids, least recent dropped)
 _NEEDS_DETECTIONS, _NEEDS_SCORES = 1, 2   # what a rule's conditions read (see _Plans)
-CACHE_MAX = 65536            # precomputed rule plans / policy choices kept (emptied when full)
+CACHE_MAX = 16384            # entries of each memo table (plans, policy choices, names); emptied when full
 # app protocols after which no SNI/Host can still appear
 _NAMELESS_PROTOS = frozenset(("ssh", "dns", "stratum", "ntp", "git", "smtp", "ftp", "rdp", "irc", "websocket"))
 ALLOW_ALL = "version: 1\npolicies:\n  allow-all:\n    mode: enforce\n    rules: []\n    default: allow\n"
@@ -157,11 +157,12 @@ class _Plans:
     (_NEEDS_DETECTIONS | _NEEDS_SCORES): the rules that read what it lacks are left out.
     Also, per name, which rules' domain lists match it and with which pattern.
     Bounded: each table is emptied when it reaches CACHE_MAX keys."""
-    __slots__ = ("policy", "_cache", "default_verdicts", "_domain_rules", "_hits")
+    __slots__ = ("policy", "_cache", "_shapes", "default_verdicts", "_domain_rules", "_hits")
 
     def __init__(self, policy: Policy, multi: bool):
         self.policy = policy
         self._cache: dict = {}
+        self._shapes: dict = {}
         self._domain_rules = tuple((id(r), r.domains) for r in policy.rules if r.domains is not None)
         self._hits: dict = {}
         reasons = ("default %s" % policy.default,) + (("policy %s" % policy.name,) if multi else ())
@@ -202,9 +203,16 @@ class _Plans:
             needs = ((_NEEDS_DETECTIONS if rule.categories is not None or rule.signatures is not None else 0)
                      | (_NEEDS_SCORES if rule.classifier is not None else 0))
             out.append((rule, needs, dest_net, src_net))
-        return tuple(tuple((rule, dest_net, src_net, i == 0) for i, (rule, needs, dest_net, src_net) in enumerate(out)
-                           if not needs & missing)
-                     for missing in range(4))
+        # Many flow keys share a plan (same rules, same networks): keep one copy of each.
+        shape = tuple((id(rule), dest_net, src_net) for rule, _, dest_net, src_net in out)
+        plan = self._shapes.get(shape)
+        if plan is None:
+            entries = [((rule, dest_net, src_net, i == 0), needs) for i, (rule, needs, dest_net, src_net) in enumerate(out)]
+            plan = tuple(tuple(entry for entry, needs in entries if not needs & missing) for missing in range(4))
+            if len(self._shapes) >= CACHE_MAX:
+                self._shapes.clear()
+            self._shapes[shape] = plan
+        return plan
 
     def domain_hits(self, name: str) -> dict:
         """{id(rule): the pattern that matched} for the rules whose domains match `name`."""
@@ -263,7 +271,7 @@ class PolicyEngine:
         self._dns_done = dns_done if dns_done is not None else OrderedDict()  # flow_id -> answers seen
         self.counters = dict(counters) if counters else {
             "decisions": 0, "pending": 0, "fronting": 0, "dns_flows": 0, "dns_untrusted": 0,
-            "unknown_policy": 0}
+            "dns_shared": 0, "unknown_policy": 0}
         self._by_name = {s.name: s for s in policy.sandboxes}
         self._by_iface = {i: s for s in policy.sandboxes for i in sorted(s.interfaces)}
         nets, owner = [], {}
@@ -346,21 +354,27 @@ class PolicyEngine:
             return {"id": sbx.name, "episode": None}
         return None
 
-    def observe(self, flow: Any, now: float) -> None:
-        """Learn from a DNS flow's answers (once per new answer batch)."""
+    def observe(self, flow: Any, now: float) -> bool:
+        """Learn from a DNS flow's answers (once per new answer batch); True when it did."""
         facts = getattr(flow, "facts", None)
         answers = facts.get("dns.answers") if isinstance(facts, dict) else None
         if not answers or not isinstance(answers, (list, tuple)):
-            return
+            return False
         if self._dns_done.get(flow.flow_id) == len(answers):
-            return
+            return False
         trusted = self.policy.dns.trusted_resolvers
         if trusted is not None and flow.server_ip not in trusted:
             self.counters["dns_untrusted"] += 1
             self._remember(self._dns_done, flow.flow_id, len(answers))
-            return
+            return False
         self._remember(self._dns_done, flow.flow_id, len(answers))
         self.counters["dns_flows"] += 1
+        self.dns.learn(answers, now)
+        return True
+
+    def learn_shared(self, answers: Any, now: float) -> None:
+        """Answers another worker's engine accepted (it applied the trusted-resolver check)."""
+        self.counters["dns_shared"] = self.counters.get("dns_shared", 0) + 1
         self.dns.learn(answers, now)
 
     def decide(self, flow: Any, now: float) -> Verdict:
