@@ -56,7 +56,8 @@ class DaemonConfig:
     fast_path: bool = True                    # False: queue every packet (benchmarks, debugging)
     busy_poll: float = 0.0                    # seconds to keep polling the queue after a packet (latency)
     watch_group: int | None = DEFAULT_WATCH_GROUP   # NFLOG group of the watch path (None: keep such flows queued)
-    watch_slot: int = 0                       # this worker's slot (its group is watch_group + slot)
+    slot: int = 0                             # this worker's slot: connmark, NFLOG group offset, peer address
+    peers: str | None = None                  # "TOKEN:COUNT": the workers sharing DNS answers (egress.drivers.peers)
     watch_slots: int = 1                      # slots the installed rules serve (workers)
     copy_range: int = 1500
     queue_maxlen: int = 4096
@@ -119,6 +120,7 @@ class Daemon:
         self._want_stop = False
         self.reloads = {"ok": 0, "failed": 0}
         self.api = None
+        self.peers = None
 
     # -- start --------------------------------------------------------------------------
 
@@ -133,6 +135,8 @@ class Daemon:
             from egress.engine import Engine
             self.engine = Engine(engine_config, policy=policy, classifier=classifier)
         self.writer = EveWriter(cfg.eve, append=True)
+        if cfg.peers:
+            self._join_peers(cfg.peers)
         if cfg.sandbox_api:
             if policy is None:
                 raise StartupError("--sandbox-api needs --rules or --sandbox-map")
@@ -151,12 +155,12 @@ class Daemon:
                 metrics_port = port      # reachable beyond loopback: keep the sandbox side out
         watch = None
         if cfg.watch_group is not None and cfg.fast_path and cfg.model:
-            watch = NflogReader(cfg.watch_group + cfg.watch_slot)
+            watch = NflogReader(cfg.watch_group + cfg.slot)
         self.driver = QueueDriver(self.engine, cfg.queues, copy_range=cfg.copy_range, max_len=cfg.queue_maxlen,
                                   fail_open=cfg.fail_open, gso=cfg.gso, exception_action=cfg.exception_action,
                                   observer=self.metrics.observe if self.metrics else None,
                                   fast_path=cfg.fast_path, busy_poll=cfg.busy_poll,
-                                  watch=watch, watch_slot=cfg.watch_slot, marker=self.marker)
+                                  watch=watch, watch_slot=cfg.slot, marker=self.marker)
         self.driver.open()
         if watch is not None:
             try:
@@ -174,6 +178,23 @@ class Daemon:
         log.info("egress: serving queue(s) %s in %s mode, %s, rules %s", ",".join(map(str, cfg.queues)),
                  cfg.mode, "fail-open" if cfg.fail_open else "fail-closed", " ".join(cfg.rules) or "(none)")
 
+    def _join_peers(self, spec: str) -> None:
+        """Share learned DNS answers with the other workers of this gateway."""
+        from egress.drivers.peers import Peers
+        token, _, count = spec.rpartition(":")
+        try:
+            self.peers = Peers(token, self.config.slot, int(count))
+        except (OSError, ValueError) as exc:
+            raise StartupError("--peers %s: %s" % (spec, exc)) from None
+        engine = self.engine
+        engine.on_dns_learned = self.peers.publish
+        engine.before_new_flow = lambda: self.peers.drain(self._learn_shared)
+
+    def _learn_shared(self, answers, now: float) -> None:
+        policy = self.engine.policy
+        if policy is not None:
+            policy.learn_shared(answers, now)
+
     def _engine_stats(self) -> dict:
         engine = self.engine
         stats = engine.stats() if hasattr(engine, "stats") else dict(engine.counters)
@@ -185,6 +206,9 @@ class Daemon:
                     stats["nflog." + name] = value
         for name, value in self.marker.counters.items():
             stats["conntrack." + name] = value
+        if self.peers is not None:
+            for name, value in self.peers.counters.items():
+                stats["peers." + name] = value
         return stats
 
     def install_signal_handlers(self) -> None:
@@ -295,6 +319,8 @@ class Daemon:
             if self.api is not None:
                 self.api.stop()
             self.marker.close()
+            if self.peers is not None:
+                self.peers.close()
             if self.engine is not None:
                 import json
                 log.info("egress: stats %s", json.dumps(self._engine_stats(), sort_keys=True))
@@ -304,9 +330,12 @@ class Daemon:
 class Supervisor:
     """`egress run --queue A-B --workers`: one worker process per queue, past the GIL.
 
-    `--queue-balance` hashes both directions of a flow to the same queue (it hashes the
-    address pair symmetrically), so every worker sees whole flows and keeps its own
-    engine. The supervisor validates the rules and model first (exit 2 on bad input),
+    Each connection gets a slot in its connmark on its first packet (round robin, see
+    egress.drivers.iptables), and both of its directions go to that slot's queue, so
+    every worker sees whole flows and keeps its own engine, and one sandbox's
+    connections to one server still spread over all workers. Worker i has slot i: its
+    queue, its NFLOG watch group (watch_group + i) and its peer address, over which the
+    workers share the DNS answers their policies learn (egress.drivers.peers). The supervisor validates the rules and model first (exit 2 on bad input),
     starts the workers (each binds its queue and sets its flags, but installs no rules),
     installs the rules once all are bound, forwards SIGHUP to every worker, restarts a
     worker that dies (a few times), and on SIGTERM removes the rules, then stops the

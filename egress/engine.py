@@ -59,6 +59,11 @@ class Engine:
         self._next_sweep = 0.0
         self._now = 0.0
         self._flow: Flow | None = None      # the flow of the packet being processed (exception policy)
+        # Live workers that split one gateway's flows share what their policies learn from
+        # DNS (egress.drivers.peers): answers learned here are handed on, and the answers
+        # the others learned are taken in before a new flow is judged.
+        self.on_dns_learned: Any = None     # callable(answers, now)
+        self.before_new_flow: Any = None    # callable()
         drop = self.config.exception_action == "drop"
         self._exception_verdict = Verdict(Action.DROP if drop else Action.ALLOW, Mode.ENFORCE,
                                           "exception-policy", ("internal error",), final=drop)
@@ -113,6 +118,8 @@ class Engine:
         if flow.verdict is self._exception_verdict:
             return self._fail(flow)
         if is_new:
+            if self.before_new_flow is not None:
+                self.before_new_flow()
             flow.in_iface = raw.iface
             self._start(flow, now)
         if pkt.anomalies:
@@ -123,7 +130,8 @@ class Engine:
             for observer in self.observers:
                 flow.detections.extend(observer.on_facts(flow, now))
             if self.policy is not None and _has_dns_answers(flow):
-                self.policy.observe(flow, now)
+                if self.policy.observe(flow, now) and self.on_dns_learned is not None:
+                    self.on_dns_learned(flow.facts["dns.answers"], now)
         if flow.features is not None and self.classifier.on_packet(flow, pkt, direction):
             flow.verdict_dirty = True
         return self._decide(flow, now)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from egress.daemon import Daemon, DaemonConfig, StartupError
@@ -43,7 +44,7 @@ def parse_watch_group(text: str) -> int | None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queue", type=parse_queues, default=(0,), metavar="N|A-B",
-                   help="NFQUEUE number or range (a range uses --queue-balance; default 0)")
+                   help="NFQUEUE number or range (a range spreads connections round robin; default 0)")
     p.add_argument("--rules", action="append", default=[], metavar="FILE", help="policy YAML (repeatable)")
     p.add_argument("--model", metavar="DIR", help="classifier model bundle")
     p.add_argument("--sandbox-map", metavar="FILE", help="address -> sandbox/episode mapping file")
@@ -78,7 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="NFLOG group of the watch path (default %d): once an allowed flow needs no more "
                         "inline verdicts but the classifier still watches it, its packets pass in the "
                         "kernel and copies come here; 'off' keeps such flows in the queue" % DEFAULT_WATCH_GROUP)
-    p.add_argument("--watch-slot", type=int, default=0, help=argparse.SUPPRESS)   # a worker's slot (--workers)
+    # Set by the supervisor of --workers for each worker: its slot and its peers.
+    p.add_argument("--slot", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--peers", metavar="TOKEN:COUNT", help=argparse.SUPPRESS)
     p.add_argument("--copy-range", type=int, default=1500, help="bytes of each packet copied to us (<= 1500)")
     p.add_argument("--queue-maxlen", type=int, default=4096, help="kernel queue length")
     p.add_argument("--no-rules", action="store_true", help="do not install iptables rules (they exist already)")
@@ -97,7 +100,8 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         fail_open=args.fail_open, bypass=args.fail_open, gso=args.gso, copy_range=args.copy_range,
         queue_maxlen=args.queue_maxlen, exception_action=args.on_error, install_rules=not args.no_rules,
         signatures=not args.no_signatures, fast_path=not args.no_fast_path, sandbox_api=args.sandbox_api,
-        busy_poll=max(0.0, args.busy_poll) / 1e6, watch_group=args.watch_group, watch_slot=args.watch_slot)
+        busy_poll=max(0.0, args.busy_poll) / 1e6, watch_group=args.watch_group, slot=args.slot,
+        peers=args.peers)
 
 
 def worker_argv(args: argparse.Namespace, index: int, queue: int) -> list[str]:
@@ -106,8 +110,8 @@ def worker_argv(args: argparse.Namespace, index: int, queue: int) -> list[str]:
             "--mode", args.mode, "--on-error", args.on_error, "--copy-range", str(args.copy_range),
             "--queue-maxlen", str(args.queue_maxlen), "--fail-open" if args.fail_open else "--fail-closed",
             "--busy-poll", "%g" % args.busy_poll]
-    argv += ["--watch-group", "off"] if args.watch_group is None else [
-        "--watch-group", str(args.watch_group), "--watch-slot", str(index)]
+    argv += ["--slot", str(index), "--peers", "%d:%d" % (os.getpid(), len(args.queue))]
+    argv += ["--watch-group", "off" if args.watch_group is None else str(args.watch_group)]
     for path in args.rules:
         argv += ["--rules", path]
     for flag, value in (("--model", args.model), ("--sandbox-map", args.sandbox_map)):

@@ -15,7 +15,10 @@ or EGRESS-OUT (sidecar: jumped to from OUTPUT and INPUT, loopback excepted)::
     7 -m mark --mark DROP/MASK        -j DROP                    untracked packets)
     8 -p tcp -m mark --mark REJECT*   -j REJECT --reject-with tcp-reset
     9 -m mark --mark REJECT*          -j REJECT --reject-with icmp(6)-port-unreachable
-   10 -j NFQUEUE --queue-num N | --queue-balance A:B [--queue-bypass]
+   10 -j NFQUEUE --queue-num N [--queue-bypass]
+      (several queues: s rules give each new connection a slot in its connmark, one
+      NFQUEUE rule per slot sends it to its queue, so both directions of a connection
+      always reach the same worker; untracked packets go to the first queue)
 
 Why this order: an NF_ACCEPT verdict from the queue resumes at the *next hook*, so a
 rule after the NFQUEUE rule would never see the packet. The daemon therefore gives a
@@ -63,7 +66,7 @@ MARK_DROP = 0x0A000000
 MARK_REJECT = 0x0B000000
 MARK_WATCH = 0x0C000000
 MARK_REJECT_ONCE = 0x03000000
-MAX_WATCH_SLOTS = 16
+MAX_SLOTS = 15                  # slot values 1..15 in SLOT_MASK; 0 = no slot yet
 REJECT_BITS = 0x07000000        # under this mask REJECT and REJECT_ONCE both read 0x03000000
 
 FAMILIES = (4, 6)
@@ -93,8 +96,10 @@ class RuleSpec:
         qs = sorted(self.queues)
         if len(self.queues) > 1 and qs != list(range(qs[0], qs[-1] + 1)):
             raise ValueError("several queues must be a contiguous range, got %r" % (self.queues,))
-        if not 1 <= self.watch_slots <= MAX_WATCH_SLOTS:
-            raise ValueError("watch slots must be 1..%d, got %r" % (MAX_WATCH_SLOTS, self.watch_slots))
+        if len(self.queues) > MAX_SLOTS:
+            raise ValueError("at most %d queues, got %d" % (MAX_SLOTS, len(self.queues)))
+        if not 1 <= self.watch_slots <= MAX_SLOTS:
+            raise ValueError("watch slots must be 1..%d, got %r" % (MAX_SLOTS, self.watch_slots))
         if self.watch_group is not None and not 0 <= self.watch_group <= 65535 - self.watch_slots:
             raise ValueError("bad NFLOG group %r" % self.watch_group)
 
@@ -110,10 +115,35 @@ def _tag() -> str:
     return "-m comment --comment %s" % COMMENT
 
 
-def _queue_target(spec: RuleSpec) -> str:
+def _queue_target(queue: int, spec: RuleSpec) -> str:
+    return "-j NFQUEUE --queue-num %d" % queue + (" --queue-bypass" if spec.bypass else "")
+
+
+def slot_bits(slot: int) -> int:
+    """The connmark bits of slot `slot` (0-based): values 1..15, 0 meaning none yet."""
+    return (slot + 1) << SLOT_SHIFT
+
+
+def queue_rules(spec: RuleSpec) -> list[str]:
+    """Where an undecided packet is queued. With several queues, each connection is given
+    a slot on its first packet (round robin with `statistic nth`, in the connmark) and
+    every later packet of it, in both directions, goes to that slot's queue. Unlike
+    --queue-balance (a hash of the two addresses), this spreads the connections of a
+    single sandbox talking to a single server over every worker."""
     qs = sorted(spec.queues)
-    target = "-j NFQUEUE --queue-num %d" % qs[0] if len(qs) == 1 else "-j NFQUEUE --queue-balance %d:%d" % (qs[0], qs[-1])
-    return target + (" --queue-bypass" if spec.bypass else "")
+    if len(qs) == 1:
+        return ["%s %s" % (_tag(), _queue_target(qs[0], spec))]
+    n, mask = len(qs), "0x%x" % SLOT_MASK
+    rules = []
+    for k in range(n):
+        # Rule k takes 1/(n-k) of the connections the earlier ones left: 1/n each.
+        pick = "-m statistic --mode nth --every %d --packet 0 " % (n - k) if k < n - 1 else ""
+        rules.append("-m connmark --mark 0x0/%s %s%s -j CONNMARK --set-xmark 0x%x/%s"
+                     % (mask, pick, _tag(), slot_bits(k), mask))
+    for k, queue in enumerate(qs):
+        rules.append("-m connmark --mark 0x%x/%s %s %s" % (slot_bits(k), mask, _tag(), _queue_target(queue, spec)))
+    # Untracked packets (no connmark to hold a slot) still get inspected.
+    return rules + ["%s %s" % (_tag(), _queue_target(qs[0], spec))]
 
 
 def chain_rules(spec: RuleSpec, family: int) -> list[str]:
@@ -136,12 +166,12 @@ def chain_rules(spec: RuleSpec, family: int) -> list[str]:
         "-m mark --mark 0x%x/%s %s -j DROP" % (MARK_DROP, m, _tag()),
         "-p tcp -m mark --mark 0x%x/0x%x %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT_ONCE, REJECT_BITS, _tag()),
         "-m mark --mark 0x%x/0x%x %s -j REJECT --reject-with %s" % (MARK_REJECT_ONCE, REJECT_BITS, _tag(), unreach),
-        "%s %s" % (_tag(), _queue_target(spec)),
+        *queue_rules(spec),
     ]
 
 
 def watch_mark(slot: int) -> int:
-    return MARK_WATCH | (slot << SLOT_SHIFT)
+    return MARK_WATCH | slot_bits(slot)
 
 
 def watch_rules(spec: RuleSpec) -> list[str]:

@@ -40,8 +40,8 @@ bulk TCP runs at the baseline's speed. `--gso` trades that for cheaper queueing.
 
 Several queues: every binding is served by the same thread from one select() loop and
 shares one engine. Threads would not add throughput (the GIL serialises the Python
-callback), and `--queue-balance` hashes each flow symmetrically on its addresses, so
-scaling out means one process per queue, each with its own engine (see daemon.py).
+callback); the rules pin each connection to one queue (a connmark slot), so scaling out
+means one process per queue, each with its own engine (`--workers`, see daemon.py).
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """`egress run` argument handling: queue ranges, and the command line of each worker of --workers."""
 from __future__ import annotations
 
+import os
+
 import argparse
 
 import pytest
@@ -40,6 +42,8 @@ def test_worker_command_lines_split_eve_and_metrics_per_queue():
     assert "--eve /var/log/eve.q5.json" in joined and "--metrics 127.0.0.1:9201" in joined
     # The supervisor installs the rules; a worker never does, and needs no interface.
     assert "--sandbox-iface" not in argv
+    # Its slot (connmark, NFLOG group) and its peers (shared DNS answers).
+    assert "--slot 1 --peers %d:2" % os.getpid() in joined and "--watch-group 5700" in joined
 
 
 def test_bad_rules_stop_the_daemon_before_it_touches_the_kernel(tmp_path, capsys, monkeypatch):
