@@ -113,7 +113,8 @@ class TreeEnsemble:
             raise ValueError("the model expects %d features, got %s" % (self.n_features, x.shape[0] if x.ndim else 0))
         g = self._roots
         left, feature, threshold = self._left, self._feature, self._threshold
-        if np.isnan(x).any():
+        nan_check = float(x.dot(x))     # NaN exactly when some feature is NaN (squares are >= 0)
+        if nan_check != nan_check:
             default_right = self._default_right
             for _ in range(self.depth):
                 v = x[feature[g]]
