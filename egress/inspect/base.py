@@ -63,8 +63,11 @@ class StreamView:
     answer NO_MATCH instead of NEED_MORE. `facts` are what other detectors already
     learned (read-only), `app_proto` the flow's protocol as known so far.
     `sizes` lists the first payload-carrying packets as (ts, direction, length).
-    `memo` holds parses that several detectors need of the same bytes (see `shared`);
-    it lives as long as the view, i.e. one round of detector calls.
+    `memo` holds parses that several detectors need of the same bytes (see `shared`).
+    The engine hands its entries on to the flow's next view while their bytes object
+    is still that view's `to_server` or `to_client` (a direction that did not grow), so
+    an entry is `(data, ...)` with the bytes it was computed from first, and its answer
+    must follow from its key and the objects it holds, nothing else of the view.
     """
     __slots__ = ("proto", "client_ip", "client_port", "server_ip", "server_port", "to_server",
                  "to_client", "datagrams", "closed_to_server", "closed_to_client", "facts",
@@ -99,8 +102,9 @@ def shared(view: StreamView, parse: Callable[[bytes], Any], data: bytes) -> Any:
     `parse` must be a pure function of `data` (same bytes, same answer) and its result
     is shared, so callers treat it as read-only (copy before changing it). The key is
     the identity of `data`; the memo keeps `data` alive, so an identity cannot be
-    reused by other bytes while the entry exists. A view built by hand works too (its
-    memo starts empty).
+    reused by other bytes while the entry exists. The engine's next view of the flow
+    keeps the entry while `data` is still one of its directions (no new bytes there).
+    A view built by hand works too (its memo starts empty).
     """
     key = (parse, id(data))
     entry = view.memo.get(key)

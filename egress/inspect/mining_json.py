@@ -120,11 +120,23 @@ def line_shape(data: bytes) -> tuple[str, int]:
 
 
 def has_needle(data: bytes, needles: tuple[bytes, ...]) -> bool:
-    """Whether any needle occurs in `data` (else no line of it is worth parsing)."""
-    for needle in needles:
-        if needle in data:
-            return True
-    return False
+    """Whether any needle occurs in `data` (else no line of it is worth parsing).
+
+    One regular-expression search for all of them (an alternation of the escaped
+    needles, compiled once per needles tuple): several times faster than one
+    substring search per needle, on short and long data alike."""
+    if not needles:
+        return False
+    entry = _NEEDLE_RES.get(id(needles))
+    if entry is None or entry[0] is not needles:
+        if len(_NEEDLE_RES) >= 64:              # callers pass module constants; stay bounded anyway
+            _NEEDLE_RES.clear()
+        entry = (needles, re.compile(b"|".join(re.escape(n) for n in needles)))
+        _NEEDLE_RES[id(needles)] = entry        # entry[0] keeps the tuple (and its id) alive
+    return entry[1].search(data) is not None
+
+
+_NEEDLE_RES: dict[int, tuple[tuple[bytes, ...], re.Pattern]] = {}
 
 
 def _wanted(line: bytes, needles: tuple[bytes, ...] | None) -> bool:
@@ -264,7 +276,8 @@ def inspect_lines(view: Any, classify, needles: tuple[bytes, ...], max_bytes: in
 
     When neither direction holds one of `needles`, no message can be classified, and
     the answer (NO_MATCH or NEED_MORE) depends only on the view and `max_bytes`: the
-    JSON-lines detectors of one round share it (`view.memo`).
+    JSON-lines detectors of one round share it (`view.memo`, keyed by what else it
+    depends on: the budget, whether a protocol is named, the closed flags).
     """
     up, down = view.to_server[:max_bytes], view.to_client[:max_bytes]
     if needles and not has_needle(up, needles) and not has_needle(down, needles):

@@ -32,6 +32,25 @@ MAX_LIST_FACT = 64
 _NEED_MORE = Status.NEED_MORE
 
 
+class _Stream(Reassembler):
+    """One reassembled TCP direction, plus what the detectors' views need across rounds:
+    the bytes object of the last view (reused while the direction has not grown, so that
+    parses keyed by its identity stay valid) and, on the to-server stream, the view memo."""
+    __slots__ = ("_bytes", "memo")
+
+    def __init__(self, budget: int, held: int):
+        super().__init__(budget, held)
+        self._bytes = b""
+        self.memo: dict | None = None
+
+    def snapshot(self) -> bytes:
+        """bytes(self.data), the same object as last time when nothing was added: the
+        reassembled prefix only ever grows at its end, so equal length means equal bytes."""
+        if len(self.data) != len(self._bytes):
+            self._bytes = bytes(self.data)
+        return self._bytes
+
+
 class InspectStage:
     def __init__(self, detectors: list[Detector], config: EngineConfig):
         self.detectors = list(detectors)
@@ -45,7 +64,7 @@ class InspectStage:
         flow.inspecting = wanted
         if flow.proto == PROTO_TCP:
             budget, held = self.config.reassembly_budget, self.config.max_out_of_order
-            flow.streams = [Reassembler(budget, held), Reassembler(budget, held)]
+            flow.streams = [_Stream(budget, held), _Stream(budget, held)]
         else:
             flow.datagrams = []
         flow.sizes = []
@@ -98,7 +117,7 @@ class InspectStage:
     def _view(self, flow: Flow) -> StreamView:
         if flow.streams is not None:
             up, down = flow.streams
-            to_server, to_client = bytes(up.data), bytes(down.data)
+            to_server, to_client = up.snapshot(), down.snapshot()
             closed_up = up.done or flow.fin_toserver or flow.rst
             closed_down = down.done or flow.fin_toclient or flow.rst
             datagrams = ()
@@ -107,9 +126,19 @@ class InspectStage:
             to_server = b"".join(p for d, p in datagrams if d == TO_SERVER)
             to_client = b"".join(p for d, p in datagrams if d != TO_SERVER)
             closed_up = closed_down = len(datagrams) >= self.config.max_datagrams
-        return StreamView(flow.proto, flow.client_ip, flow.client_port, flow.server_ip, flow.server_port,
+        view = StreamView(flow.proto, flow.client_ip, flow.client_port, flow.server_ip, flow.server_port,
                           to_server, to_client, datagrams, closed_up, closed_down, flow.facts,
                           flow.app_proto, tuple(flow.sizes), flow.initiator in ("syn", "synack"))
+        if flow.streams is not None:
+            # Parses of a direction that did not grow since the last round stay valid:
+            # hand them on (the memo is keyed by the identity of the bytes parsed, and a
+            # direction that did not grow is the same bytes object, see _Stream).
+            old = up.memo
+            if old:
+                view.memo = {key: entry for key, entry in old.items()
+                             if entry[0] is to_server or entry[0] is to_client}
+            up.memo = view.memo
+        return view
 
     def _run_detectors(self, flow: Flow, final: bool = False) -> bool:
         view = self._view(flow)
