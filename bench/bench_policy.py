@@ -3,7 +3,8 @@
     python bench/bench_policy.py [--calls 20000]
 
 decide() runs a few times per flow (first packet, each new fact/detection/score), never
-per packet, so its cost is per flow. Prints a Markdown table for BENCHMARKS.md.
+per packet, so its cost is per flow. The "decide:" cases decide the same flow again and
+again (what the engine does as facts arrive); one case takes a new destination each call. Prints a Markdown table for BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -60,6 +61,12 @@ def main() -> int:
     e.observe(dns, 999.0)
     for label, f in cases:
         rows.append(("decide: " + label, timed(lambda f=f: e.decide(f, 1000.0), n)))
+    # decide() remembers per flow key (addresses, port) which rules can apply: a new
+    # destination on every call is its worst case
+    new_dest = [flow(str(ipaddress.ip_address("198.18.0.0") + i), pkts=1, payload=0) for i in range(n)]
+    it = iter(new_dest)
+    rows.append(("decide: no facts yet, a new destination each call (nothing remembered)",
+                 timed(lambda: e.decide(next(it), 1000.0), n)))
     fresh = [flow("10.0.0.2", 53, facts={"dns.answers": answers}, app_proto="dns") for _ in range(n)]
     it = iter(fresh)
     rows.append(("observe: 3 DNS answers (new flow)", timed(lambda: e.observe(next(it), 1000.0), n)))

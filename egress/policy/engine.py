@@ -157,12 +157,15 @@ class _Plans:
     (_NEEDS_DETECTIONS | _NEEDS_SCORES): the rules that read what it lacks are left out.
     Also, per name, which rules' domain lists match it and with which pattern.
     Bounded: each table is emptied when it reaches CACHE_MAX keys."""
-    __slots__ = ("policy", "_cache", "_shapes", "default_verdicts", "_domain_rules", "_hits")
+    __slots__ = ("policy", "_rules", "_cache", "_shapes", "default_verdicts", "_domain_rules", "_hits")
 
     def __init__(self, policy: Policy, multi: bool):
         self.policy = policy
         self._cache: dict = {}
         self._shapes: dict = {}
+        # (rule, what its conditions read beyond the flow key)
+        self._rules = tuple((r, (_NEEDS_DETECTIONS if r.categories is not None or r.signatures is not None else 0)
+                             | (_NEEDS_SCORES if r.classifier is not None else 0)) for r in policy.rules)
         self._domain_rules = tuple((id(r), r.domains) for r in policy.rules if r.domains is not None)
         self._hits: dict = {}
         reasons = ("default %s" % policy.default,) + (("policy %s" % policy.name,) if multi else ())
@@ -182,32 +185,33 @@ class _Plans:
         return plan
 
     def _build(self, flow: Any) -> tuple:
-        out = []
-        for rule in self.policy.rules:
-            if rule.ip_version is not None and flow.version != rule.ip_version:
+        version, proto, server_ip, client_ip = flow.version, flow.proto, flow.server_ip, flow.client_ip
+        ported = proto in (PROTO_TCP, PROTO_UDP)
+        passed = []                     # (index, dest network, src network) of the rules that pass
+        for i, (rule, _needs) in enumerate(self._rules):
+            if rule.ip_version is not None and version != rule.ip_version:
                 continue
-            if rule.proto is not None and flow.proto not in rule.proto:
+            if rule.proto is not None and proto not in rule.proto:
                 continue
             dest_net = src_net = None
             if rule.dest is not None:
-                dest_net = rule.dest.lookup(flow.server_ip)
+                dest_net = rule.dest.lookup(server_ip)
                 if dest_net is None:
                     continue
             if rule.src is not None:
-                src_net = rule.src.lookup(flow.client_ip)
+                src_net = rule.src.lookup(client_ip)
                 if src_net is None:
                     continue
-            if rule.ports is not None and (flow.proto not in (PROTO_TCP, PROTO_UDP)
-                                           or rule.ports.match(flow.server_port) is None):
+            if rule.ports is not None and (not ported or rule.ports.match(flow.server_port) is None):
                 continue
-            needs = ((_NEEDS_DETECTIONS if rule.categories is not None or rule.signatures is not None else 0)
-                     | (_NEEDS_SCORES if rule.classifier is not None else 0))
-            out.append((rule, needs, dest_net, src_net))
+            passed.append((i, dest_net, src_net))
         # Many flow keys share a plan (same rules, same networks): keep one copy of each.
-        shape = tuple((id(rule), dest_net, src_net) for rule, _, dest_net, src_net in out)
+        shape = tuple(passed)
         plan = self._shapes.get(shape)
         if plan is None:
-            entries = [((rule, dest_net, src_net, i == 0), needs) for i, (rule, needs, dest_net, src_net) in enumerate(out)]
+            rules = self._rules
+            entries = [((rules[i][0], dest_net, src_net, n == 0), rules[i][1])
+                       for n, (i, dest_net, src_net) in enumerate(passed)]
             plan = tuple(tuple(entry for entry, needs in entries if not needs & missing) for missing in range(4))
             if len(self._shapes) >= CACHE_MAX:
                 self._shapes.clear()
