@@ -76,12 +76,19 @@ _N_DIR = 37
 _LAST_BUCKET = SIZE_BUCKETS - 1
 
 
-def _fresh() -> list:
+def _fresh_row() -> list:
     row = [0] * _N_DIR
     for i in (SQ, IAT_S, IAT_Q, BSQ, BI_S, BI_Q, PS_Q, PI_S, PI_Q, LS_Q):
         row[i] = 0.0
     row[IAT_LAST] = row[BL] = row[PI_L] = -1.0
     return row
+
+
+_FRESH = tuple(_fresh_row())
+
+
+def _fresh() -> list:
+    return list(_FRESH)             # a copy of the template: one C call per flow direction
 
 
 def thresholds(rtt: float) -> tuple[float, float]:

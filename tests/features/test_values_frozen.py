@@ -42,3 +42,10 @@ def test_snapshot_copies_every_slot_and_closes_only_its_copy():
     before = (acc.s[0][:], acc.bd, acc.k)
     closed = acc.snapshot()
     assert (closed.bd, closed.k) == (-1, 1) and (acc.s[0][:], acc.bd, acc.k) == before
+
+
+def test_fresh_accumulators_share_no_state():
+    a, b = Accumulator(6), Accumulator(6)
+    a.add(1.0, 0, 100, 0x18, 9)
+    a.add(1.5, 1, 50, 0x18, 9)
+    assert b.values() == Accumulator(6).values() and b.s[0] is not a.s[0] and b.s[1] is not a.s[1]
