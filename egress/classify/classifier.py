@@ -18,7 +18,10 @@ Guarantees (the FlowClassifier protocol in notes/ENGINE_API.md):
   (metadata "thresholds"; before `early.packets` packets, and not at flow end, at least
   `early.threshold`), else the first class (benign). A flow with fewer than
   `min_payload_packets` payload packets is benign whatever its scores (two banners are
-  not evidence of anything). `scores` are always reported.
+  not evidence of anything): its result says `"evidence": "insufficient"`, which the
+  policy honours (it acts on no score of such a result), and the model is not even run
+  at such a flow's packet-count checkpoints (their result could not change anything).
+  At flow end the model always runs, so a flow event always reports `scores`.
 - Works with signatures off: detector features are then zero, as in training.
 """
 from __future__ import annotations
@@ -86,6 +89,8 @@ class FlowClassifier:
         self._min_payload = bundle.min_payload_packets
         self._checks = _Checkpoints(bundle.checkpoints, bundle.time_checkpoints)
         self.scored = 0
+        # The result of a checkpoint on a flow with too little evidence (no model run).
+        self._no_evidence = {"model": self.name, "class": self.classes[0], "scores": {}, "evidence": "insufficient"}
 
     @classmethod
     def load(cls, path: str | Path) -> "FlowClassifier":
@@ -98,13 +103,19 @@ class FlowClassifier:
         self._checks.start(flow)
 
     def on_packet(self, flow, pkt, direction: int) -> bool:
+        """True when the flow's result changed (the policy must look again)."""
         n = self._checks.feed(flow, pkt, direction)
         if not n:
             return False
-        self.score(flow)
+        changed = True
+        if flow.features.payload_packets() < self._min_payload:
+            changed = flow.ml is not self._no_evidence
+            flow.ml = self._no_evidence
+        else:
+            self.score(flow)
         if self._checks.is_last(n):
             flow.features = None
-        return True
+        return changed
 
     def on_end(self, flow) -> None:
         self.score(flow, final=True)
@@ -117,6 +128,7 @@ class FlowClassifier:
         early = not final and acc is not None and acc.packets() < self._early_packets
         if acc is not None and acc.payload_packets() < self._min_payload:
             flow.ml = self.result(probs, early, evidence=False)
+            flow.ml["evidence"] = "insufficient"
         else:
             flow.ml = self.result(probs, early)
         self.scored += 1

@@ -636,8 +636,8 @@ class PolicyEngine:
     def _classifier(rule: Rule, flow: Any) -> str | None:
         ml = getattr(flow, "ml", None)
         scores = ml.get("scores") if isinstance(ml, dict) else None
-        if not isinstance(scores, dict):
-            return None
+        if not isinstance(scores, dict) or ml.get("evidence") == "insufficient":
+            return None            # the classifier itself stands behind no score of such a flow
         for cond in rule.classifier:
             score = scores.get(cond.cls)
             if isinstance(score, (int, float)) and not isinstance(score, bool) and score >= cond.min_score:

@@ -108,9 +108,18 @@ def test_too_little_evidence_is_benign(bundle_dir):
     clf.start(flow)
     for i in range(3):                       # three payload packets, then pure ACKs
         clf.on_packet(flow, _pkt(100.0 + i), i % 2)
-    for i in range(3, 8):
-        clf.on_packet(flow, _pkt(100.0 + i, payload=b"", flags=0x10), i % 2)
-    assert flow.ml["class"] == "benign" and flow.ml["scores"]["mining"] == 0.98
+    changed = [clf.on_packet(flow, _pkt(100.0 + i, payload=b"", flags=0x10), i % 2) for i in range(3, 8)]
+    # The 8-packet checkpoint: too little evidence, the model is not run, the policy is
+    # told (and acts on no score).
+    assert changed == [False] * 4 + [True] and clf.scored == 0
+    assert flow.ml["class"] == "benign" and flow.ml["scores"] == {} and flow.ml["evidence"] == "insufficient"
+    ended = _flow()
+    clf.start(ended)
+    for i in range(3):
+        clf.on_packet(ended, _pkt(100.0 + i), i % 2)
+    clf.on_end(ended)                        # at flow end the model runs: scores for the record
+    assert ended.ml["class"] == "benign" and ended.ml["scores"]["mining"] == 0.98
+    assert ended.ml["evidence"] == "insufficient"
     clf.on_packet(flow, _pkt(109.0), 0)      # the fourth payload packet
     clf.on_end(flow)
-    assert flow.ml["class"] == "mining"
+    assert flow.ml["class"] == "mining" and "evidence" not in flow.ml

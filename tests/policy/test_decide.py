@@ -299,6 +299,16 @@ def test_classifier_thresholds(scores, rule):
         assert any(r.startswith("classifier ") and "(m1)" in r for r in v.reasons)
 
 
+def test_scores_the_classifier_does_not_stand_behind_are_not_acted_upon():
+    # Too few payload packets: the classifier says so, and its scores (reported at flow
+    # end for the record) must not trigger a rule -- neither in decide nor in the reference.
+    ml = {"model": "m1", "class": "benign", "scores": {"mining": 0.99, "benign": 0.01}, "evidence": "insufficient"}
+    e = engine(CLASSIFY)
+    assert e.decide(make_flow(ml=ml), T).rule == "default"
+    assert e.decide_reference(make_flow(ml=ml), T).rule == "default"
+    assert e.decide(make_flow(ml={**ml, "evidence": "enough"}), T).rule == "ml-mining"
+
+
 def test_before_detectors_and_classifier_a_verdict_comes_from_addresses_ports_domains():
     e = PolicyEngine.load([str(REPO / "rules" / "default.yaml")])
     metadata = make_flow(dst="169.254.169.254", dport=80, pkts=1)
