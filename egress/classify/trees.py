@@ -54,6 +54,8 @@ class TreeEnsemble:
         self._split = np.asarray(split, dtype=np.intp).reshape(-1)
         self._split_feature = unique[:, 0].astype(np.int64)
         self._split_threshold = unique[:, 1].astype(np.float32)
+        self._root_left = self._left[self._roots] if inner else self._roots
+        self._root_split = self._split[self._roots] if inner else self._roots
         k = n_classes if n_classes > 1 else 1
         self._class_matrix = np.zeros((T, k), dtype=np.float32)   # tree -> the class it scores
         self._class_matrix[np.arange(T), np.asarray(tree_class, dtype=np.int64) % k] = 1.0
@@ -123,8 +125,10 @@ class TreeEnsemble:
             # as intp: adding it to the node numbers needs no bool -> int cast at each level
             bits = (x[self._split_feature] >= self._split_threshold).astype(np.intp)
             split = self._split
-            for _ in range(self.depth):
-                g = left[g] + bits[split[g]]
+            if self.depth:              # the roots are fixed: their children and splits too
+                g = self._root_left + bits[self._root_split]
+                for _ in range(self.depth - 1):
+                    g = left[g] + bits[split[g]]
         return np.dot(self._value[g], self._class_matrix) + self.base_margin
 
     def predict_proba(self, x) -> np.ndarray:

@@ -5,6 +5,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from egress.classify import FlowClassifier
@@ -47,8 +48,9 @@ def test_default_model_margin_is_bit_identical(seed, scale, nan):
     assert ens.margin(x).tobytes() == plain_margin(ens, x).tobytes()
 
 
-def test_tiny_model_with_missing_values_is_bit_identical():
-    ens = TreeEnsemble.from_json(json.loads(bytes(tiny_booster(seed=3, rounds=30, depth=6, missing=0.2)
+@pytest.mark.parametrize("depth", [1, 2, 6])
+def test_tiny_models_with_missing_values_are_bit_identical(depth):
+    ens = TreeEnsemble.from_json(json.loads(bytes(tiny_booster(seed=3, rounds=30, depth=depth, missing=0.2)
                                                   .save_raw("json"))))
     rng = np.random.default_rng(5)
     for _ in range(100):
