@@ -4,9 +4,10 @@
 
 Feeds the queue driver's callback (`QueueDriver._on_packet`) with stand-ins for
 NetfilterQueue packets, built from short TCP connections like bench_live's (handshake,
-a request, its echo, close), and only the packets the kernel would queue (a flow's
-packets until its verdict goes to the connmark). Reports microseconds per queued packet
-(minimum and median of `--rounds`) for:
+a request, its echo, close), and only the packets the engine would see live: a flow's
+packets until its verdict goes to the connmark, where a WATCH verdict (the classifier
+still watches) turns the rest into watch-path copies. Reports microseconds per packet
+(minimum and median of `--rounds`) and per connection for:
 
 - the driver alone (an engine stub that allows everything), without and with metrics;
 - Engine.process alone: no policy; rules/default.yaml; rules + models/default;
@@ -83,18 +84,45 @@ def make_driver(engine, metrics: bool) -> QueueDriver:
     return QueueDriver(engine, observer=observer, clock=time.time)
 
 
-def queued(conns, rules, model) -> list[tuple[float, bytes]]:
-    """The packets the kernel would queue: each flow's, up to its offloading verdict."""
-    driver = make_driver(make_engine(rules, model), False)
-    out = []
+class WatchStub:
+    """Stands for the NFLOG reader: the driver then gives watched flows the WATCH mark."""
+    sock = None
+
+    def fileno(self): return -1
+    def close(self): pass
+
+
+class MarkerStub:
+    """Stands for the conntrack marker: remembers that a flow left the watch path."""
+    def __init__(self): self.done = False
+    def set_mark(self, flow, action): self.done = True; return True
+
+
+def queued(conns, rules, model) -> tuple[list[tuple[float, bytes]], int]:
+    """The packets the engine sees live and how many of them the kernel queues: each
+    flow's packets up to its offloading verdict; after a WATCH verdict the rest come as
+    copies (the watch path), until the driver rewrites the flow's connmark."""
+    from egress.drivers.iptables import MARK_MASK, MARK_WATCH
+    marker = MarkerStub()
+    driver = QueueDriver(make_engine(rules, model), clock=time.time, watch=WatchStub(), marker=marker)
+    seen, n_queued = [], 0
     for packets in conns:
+        watched, marker.done = False, False
         for ts, data in packets:
+            if marker.done:
+                break
+            seen.append((ts, data))
+            if watched:
+                driver.on_watched([(ts, data, 0, 0)])
+                continue
             pkt = QueuedPacket(ts, data)
             driver._on_packet(pkt)
-            out.append((ts, data))
+            n_queued += 1
             if pkt.verdict == "repeat":
-                break
-    return out
+                if pkt.mark & MARK_MASK != MARK_WATCH:
+                    break
+                watched = True
+    return seen, n_queued
 
 
 def per_packet(fn, packets) -> float:
@@ -152,12 +180,12 @@ def main() -> int:
                     help="the request: one byte (no detector concludes before the close) or an HTTP GET")
     args = ap.parse_args()
     conns = connections(args.flows, b"x" if args.payload == "byte" else HTTP)
-    plain, ruled = queued(conns, None, None), queued(conns, RULES, None)
+    (plain, plain_q), (ruled, ruled_q) = queued(conns, None, None), queued(conns, RULES, None)
     try:
-        modelled = queued(conns, RULES, MODEL)
+        modelled, modelled_q = queued(conns, RULES, MODEL)
     except Exception as exc:         # e.g. a bundle that does not match the code's feature schema
         print("(no model runs: %s)" % str(exc).splitlines()[0])
-        modelled = []
+        modelled, modelled_q = [], 0
     cases = [
         ("driver alone (allow-all engine stub)", driver_run(AllowAll, False), plain),
         ("driver alone + metrics", driver_run(AllowAll, True), plain),
@@ -171,14 +199,18 @@ def main() -> int:
     for _ in range(args.rounds):
         for name, fn, packets in cases:
             times[name].append(per_packet(fn, packets))
-    print("%d connections (%s request); queued packets per connection: %.1f without rules, %.1f with rules, "
-          "%.1f with rules + model" % (args.flows, args.payload, len(plain) / args.flows, len(ruled) / args.flows,
-                                      len(modelled) / args.flows))
-    print("| per queued packet | us, min | us, median |")
-    print("|---|---:|---:|")
+    print("%d connections (%s request); packets per connection the engine sees (queued + watch-path "
+          "copies): %.1f + %.1f without rules, %.1f + %.1f with rules, %.1f + %.1f with rules + model"
+          % (args.flows, args.payload, plain_q / args.flows, (len(plain) - plain_q) / args.flows,
+             ruled_q / args.flows, (len(ruled) - ruled_q) / args.flows,
+             modelled_q / args.flows, (len(modelled) - modelled_q) / args.flows))
+    print("| per packet the engine sees | us, min | us, median | us per connection (min) |")
+    print("|---|---:|---:|---:|")
+    counts = {name: len(packets) for name, _, packets in cases}
     for name, values in times.items():
         values.sort()
-        print("| %s | %.2f | %.2f |" % (name, values[0], values[len(values) // 2]))
+        print("| %s | %.2f | %.2f | %.0f |" % (name, values[0], values[len(values) // 2],
+                                              values[0] * counts[name] / args.flows))
     for name, us in decide_cost().items():
         print("| PolicyEngine.decide, %s (one call) | %.1f | - |" % (name, us))
     return 0
