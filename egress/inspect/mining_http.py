@@ -42,14 +42,19 @@ def looks_like_http(data: bytes) -> bool | None:
     return None if head in _UNDECIDED else False
 
 
+def head_end(data: bytes, pos: int = 0) -> tuple[int, int]:
+    """(offset of the blank line ending the header block at `pos`, its length), or
+    (-1, 2) while there is none within MAX_HEAD bytes."""
+    end = data.find(b"\r\n\r\n", pos, pos + MAX_HEAD)
+    if end >= 0:
+        return end, 4
+    return data.find(b"\n\n", pos, pos + MAX_HEAD), 2
+
+
 def parse_head(data: bytes, pos: int = 0):
     """(start line, headers, body offset), or None while the header block is incomplete,
     or False when it is not an HTTP header block (too long, bad bytes)."""
-    end = data.find(b"\r\n\r\n", pos, pos + MAX_HEAD)
-    sep = 4
-    if end < 0:
-        end = data.find(b"\n\n", pos, pos + MAX_HEAD)
-        sep = 2
+    end, sep = head_end(data, pos)
     if end < 0:
         return False if len(data) - pos >= MAX_HEAD else None
     try:

@@ -166,3 +166,124 @@ def test_http_status_does_not_leak_into_the_shared_request_parse():
     assert facts == http_mod.request_facts(HTTP_GET)[1]
     # the tunnel detector reads the same parse and still finds nothing on this host
     assert detectors["tunnel"].inspect(v).detections == ()
+
+
+# -- WebSocket mining: the "websocket" prefilter -------------------------------------------
+
+_WS_LINES = [b"Upgrade: websocket", b"upgrade: WebSocket", b"Upgrade: h2c", b"Connection: Upgrade",
+             b"Host: pool.example", b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", b"X-Junk: \xe9\xff",
+             b"no colon here", b"Upgrade :  WEBSOCKET  "]
+
+
+def _ws_head_reference(up: bytes) -> str:
+    """What ws_mining decided from the request head before the prefilter: no | wait | upgrade."""
+    request = mining_http.parse_head(up)
+    if request is False:
+        return "no"
+    if request is None:
+        return "wait"
+    return "upgrade" if "websocket" in request[1].get("upgrade", "").lower() else "no"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_WS_LINES), max_size=6), st.sampled_from([b"\r\n", b"\n"]),
+       st.integers(0, 400), st.booleans())
+def test_websocket_prefilter_agrees_with_the_head_parse(lines, eol, cut, pad):
+    from egress.inspect.ws_mining import _WEBSOCKET, WebSocketMiningDetector
+    head = eol.join([b"GET /ws HTTP/1.1"] + lines) + eol + eol
+    if pad:
+        head += b"x" * 9000            # a head past MAX_HEAD without its end is not a head
+    up = head[:cut] if cut < len(head) else head
+    if not up.startswith(b"GET "):
+        return
+    reference = _ws_head_reference(up)
+    result = WebSocketMiningDetector().inspect(view(up, b""))
+    if _WEBSOCKET.search(up, 0, mining_http.MAX_HEAD) is None:
+        assert reference != "upgrade"
+    if reference == "no":
+        assert result.status.value == "no_match"
+    elif reference == "wait":
+        assert result.status.value == "need_more"
+
+
+# -- the stage: parses of a direction that did not grow are handed on ---------------------
+
+def _engine_flow(payloads):
+    """Run a TCP connection through an engine and return the number of request-head
+    parses the http + tunnel detectors asked for, and how many were computed."""
+    from egress.config import EngineConfig
+    from egress.engine import Engine
+    from egress.testing.craft import TcpSession
+    from egress.types import RawPacket
+
+    s = TcpSession(("10.9.1.2", 40001), ("10.9.2.2", 8080), t0=1000.0, step=0.001)
+    s.handshake()
+    for to_server, data in payloads:
+        s.send(to_server, data, ack=False)
+    s.close()
+    engine = Engine(EngineConfig())
+    for ts, data in s.packets:
+        engine.process(RawPacket(ts, data, 101, len(data), None))
+    engine.flush()
+    return engine.drain_events()
+
+
+def test_a_request_head_is_parsed_once_per_flow(monkeypatch):
+    computed = []
+    real = http_mod.request_facts
+
+    def counting(data):
+        computed.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(http_mod, "request_facts", counting)
+    events = _engine_flow([(True, HTTP_GET), (False, b"HTTP/1.1 200 OK\r\n"), (False, b"Content-Length: 0\r\n\r\n")])
+    # three rounds saw the same request bytes (request, two response packets): one parse
+    assert computed == [len(HTTP_GET)]
+    flows = [e for e in events if e.get("event_type") == "flow"]
+    assert flows and flows[0]["app_proto"] == "http"
+
+
+def test_stream_snapshot_is_the_same_object_until_the_direction_grows():
+    from egress.inspect.stage import _Stream
+
+    stream = _Stream(8192, 32)
+    stream.set_isn(99)
+    first = stream.snapshot()
+    assert first == b"" and stream.snapshot() is first
+    stream.add(100, b"abc")
+    grown = stream.snapshot()
+    assert grown == b"abc" and grown is not first
+    assert stream.snapshot() is grown
+    stream.add(100, b"abc")                 # a retransmission adds nothing
+    assert stream.snapshot() is grown
+    stream.add(103, b"d")
+    assert stream.snapshot() == b"abcd"
+
+
+def test_memo_entries_follow_only_unchanged_directions():
+    from egress.config import EngineConfig
+    from egress.flow.flow import Flow
+    from egress.inspect.stage import InspectStage
+
+    stage = InspectStage(default_detectors(), EngineConfig())
+    flow = Flow.__new__(Flow)
+    for name, value in (("proto", 6), ("client_ip", b"\x0a\x00\x00\x01"), ("client_port", 1),
+                        ("server_ip", b"\x0a\x00\x00\x02"), ("server_port", 2), ("facts", {}),
+                        ("app_proto", None), ("initiator", "syn"), ("fin_toserver", False),
+                        ("fin_toclient", False), ("rst", False)):
+        setattr(flow, name, value)
+    stage.start(flow)
+    up, down = flow.streams
+    up.set_isn(0)
+    down.set_isn(0)
+    up.add(1, b"GET / HTTP/1.1\r\n\r\n")
+    first = stage._view(flow)
+    up_parse = shared(first, http_mod.request_facts, first.to_server)
+    shared(first, mining_http.messages, first.to_client)
+    down.add(1, b"HTTP/1.1 200 OK\r\n\r\n")
+    second = stage._view(flow)
+    assert second.to_server is first.to_server and second.to_client is not first.to_client
+    kept = [entry[0] for entry in second.memo.values()]
+    assert kept == [first.to_server]                 # the stale to-client parse was dropped
+    assert shared(second, http_mod.request_facts, second.to_server) is up_parse
