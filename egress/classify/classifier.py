@@ -26,6 +26,7 @@ Guarantees (the FlowClassifier protocol in notes/ENGINE_API.md):
 """
 from __future__ import annotations
 
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -61,13 +62,15 @@ class _Checkpoints:
         """Add one packet to the flow's features; the flow's packet count when this packet
         reaches a checkpoint (a packet count or a flow age), else 0."""
         acc = flow.features
+        ts = pkt.ts
         plen = len(pkt.payload)
         if pkt.truncated:
             plen = payload_len(pkt)
-        acc.add(pkt.ts, direction, plen, pkt.flags, pkt.window)
-        n = acc.s[0][0] + acc.s[1][0]     # packets so far (Accumulator.packets, inlined)
-        if pkt.ts >= acc.due:
-            acc.due = flow.start + self.next_age(pkt.ts - flow.start)
+        acc.add(ts, direction, plen, pkt.flags, pkt.window)
+        s = acc.s
+        n = s[0][0] + s[1][0]             # packets so far (Accumulator.packets, inlined)
+        if ts >= acc.due:
+            acc.due = flow.start + self.next_age(ts - flow.start)
         elif n not in self.counts:
             return 0
         return n
@@ -88,6 +91,7 @@ class FlowClassifier:
         self._early_packets = bundle.early_packets
         self._min_payload = bundle.min_payload_packets
         self._checks = _Checkpoints(bundle.checkpoints, bundle.time_checkpoints)
+        self._feed = self._checks.feed          # bound once: on_packet runs per packet
         self.scored = 0
         # The result of a checkpoint on a flow with too little evidence (no model run).
         self._no_evidence = {"model": self.name, "class": self.classes[0], "scores": {}, "evidence": "insufficient"}
@@ -104,7 +108,7 @@ class FlowClassifier:
 
     def on_packet(self, flow, pkt, direction: int) -> bool:
         """True when the flow's result changed (the policy must look again)."""
-        n = self._checks.feed(flow, pkt, direction)
+        n = self._feed(flow, pkt, direction)
         if not n:
             return False
         changed = True
@@ -138,7 +142,7 @@ class FlowClassifier:
         # Python floats (the same values) are cheaper to compare and round than numpy scalars
         probs = probs.tolist() if isinstance(probs, np.ndarray) else [float(p) for p in probs]
         return {"model": self.name, "class": self.decide(probs, early) if evidence else self.classes[0],
-                "scores": {c: round(p, 4) for c, p in zip(self.classes, probs)}}
+                "scores": dict(zip(self.classes, map(round, probs, repeat(4))))}
 
     def decide(self, probs, early: bool = False) -> str:
         """The highest-scoring non-benign class over its threshold (raised for early checkpoints)."""
