@@ -13,8 +13,8 @@ in the same run:
 - new connections per second (connect, request, echo, close; 2 client processes with 1
   or 8 connections in flight each; a 1-byte request, on which no detector can conclude
   before the close, or an HTTP GET), every connection fully inspected by egress until it
-  is decided; without rules, and with rules/default.yaml + models/default, and with
-  --busy-poll;
+  is decided; without rules, and with rules/default.yaml + models/default, with
+  --busy-poll, and with two worker processes (--queue 0-1 --workers);
 - bulk TCP with rules/default.yaml and models/default loaded: flows must still reach the
   kernel fast path;
 - verdicts per second on the queue path (packets egress answered / second, from the
@@ -171,6 +171,7 @@ class Bench:
         self.ext = topo.addr.ext4
         self.gw = None
         self.port = 20000
+        self.queues = (0,)          # the rules' queues: (0, 1) for the --workers run
 
     def server(self, mode: str) -> int:
         self.port += 1
@@ -199,7 +200,8 @@ class Bench:
         from egress.drivers.iptables import Iptables, RuleSpec
         ipt = Iptables(self.topo.ns["gw"])
         if on:
-            ipt.install(RuleSpec(sandbox_iface=self.topo.sbx_iface, bypass=fail_open, watch_group=DEFAULT_WATCH_GROUP))
+            ipt.install(RuleSpec(sandbox_iface=self.topo.sbx_iface, bypass=fail_open, queues=self.queues,
+                                 watch_group=DEFAULT_WATCH_GROUP, watch_slots=len(self.queues)))
         else:
             ipt.remove()
 
@@ -324,6 +326,13 @@ def main() -> int:
                 conn_rounds("conns_model_busy")
                 b.rules(False)
                 b.stop_egress()
+            print("egress with rules and model, two workers ...", file=sys.stderr)
+            b.queues = (0, 1)
+            b.start_egress(*model_args, "--queue", "0-1", "--workers")
+            conn_rounds("conns_model_workers")
+            b.rules(False)
+            b.stop_egress()
+            b.queues = (0,)
 
         for key, extra in (("queued", []), ("queued_busy", busy))[:2 if args.busy_poll > 0 else 1]:
             print("egress, every packet queued%s ..." % (" (busy-poll)" if extra else ""), file=sys.stderr)
@@ -395,7 +404,8 @@ def report(r: dict, args) -> str:
         lines.append("| TCP ping-pong RTT p99, us (all queued%s) | %.1f | %.1f | +%.1f per queued packet |"
                      % (name, b99, q99, (q99 - b99) / 2))
     for key, name in (("conns_plain", "no rules, no model"), ("conns_model", "rules + model"),
-                      ("conns_model_busy", "rules + model, --busy-poll %g" % args.busy_poll)):
+                      ("conns_model_busy", "rules + model, --busy-poll %g" % args.busy_poll),
+                      ("conns_model_workers", "rules + model, 2 workers (--queue 0-1 --workers)")):
         for variant, x in r.get(key, {}).items():
             (cb, cb_bad), (ce, ce_bad) = x["baseline"], x["egress"]
             lines.append("| new connections/s, fully inspected: %s; %s | %.0f | %.0f | %.0f %% (failed: %d / %d) |"
