@@ -118,8 +118,10 @@ class EthMinerDetector:
         for direction, data in ((0, to_server), (1, to_client)):
             for msg in shared(view, messages, data):
                 seen[direction] += 1
-                for header, signature in MINING_HEADERS.items():
-                    if header in msg.headers:
+                if not MINING_HEADERS.keys().isdisjoint(msg.headers):     # rare: look at which, in order
+                    for header, signature in MINING_HEADERS.items():
+                        if header not in msg.headers:
+                            continue
                         hits.append((direction, Hit(signature, "http", 1.0, 7, header=header,
                                                     value=short(msg.headers[header]))))
                 body = msg.body.strip()

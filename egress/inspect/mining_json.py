@@ -127,13 +127,18 @@ def has_needle(data: bytes, needles: tuple[bytes, ...]) -> bool:
     substring search per needle, on short and long data alike."""
     if not needles:
         return False
+    return _needle_re(needles).search(data) is not None
+
+
+def _needle_re(needles: tuple[bytes, ...]) -> re.Pattern:
+    """The alternation of the escaped needles (non-empty), compiled once per tuple."""
     entry = _NEEDLE_RES.get(id(needles))
     if entry is None or entry[0] is not needles:
         if len(_NEEDLE_RES) >= 64:              # callers pass module constants; stay bounded anyway
             _NEEDLE_RES.clear()
         entry = (needles, re.compile(b"|".join(re.escape(n) for n in needles)))
         _NEEDLE_RES[id(needles)] = entry        # entry[0] keeps the tuple (and its id) alive
-    return entry[1].search(data) is not None
+    return entry[1]
 
 
 _NEEDLE_RES: dict[int, tuple[tuple[bytes, ...], re.Pattern]] = {}
@@ -280,7 +285,8 @@ def inspect_lines(view: Any, classify, needles: tuple[bytes, ...], max_bytes: in
     depends on: the budget, whether a protocol is named, the closed flags).
     """
     up, down = view.to_server[:max_bytes], view.to_client[:max_bytes]
-    if needles and not has_needle(up, needles) and not has_needle(down, needles):
+    search = _needle_re(needles).search if needles else None
+    if search is not None and search(up) is None and search(down) is None:
         key = (inspect_lines, max_bytes, view.app_proto is None, view.closed_to_server, view.closed_to_client)
         entry = view.memo.get(key)
         if entry is not None and entry[0] is up and entry[1] is down:

@@ -91,8 +91,8 @@ class TunnelDetector:
         found = self._protocol(view)
         if found is not None:
             return InspectResult(Status.MATCH, (found,))
-        facts = view.facts or {}
-        names = [(k, facts[k]) for k in _FACT_NAMES if isinstance(facts.get(k), str)]
+        facts = view.facts
+        names = [(k, facts[k]) for k in _FACT_NAMES if isinstance(facts.get(k), str)] if facts else []
         more = False
         if not names:
             names, more = _names_from_bytes(view)
