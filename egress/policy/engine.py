@@ -28,6 +28,13 @@ Guarantees:
   flow. When no DNS was seen for the name it is trusted, unless the policy sets
   `require_dns_for_domains: true` (recommended live, where the gateway sees the DNS).
 - `decide()` never raises on odd flow contents (missing facts, wrong types).
+- `decide()` gives what `decide_reference()` (every rule in order, the policy looked up
+  afresh) gives, with the same side effects; it only remembers pure or invalidated
+  things: per policy and flow key (IP version, protocol, addresses, server port) which
+  rules' static conditions hold; per (addresses, sandbox id, iface) which policy applies,
+  until the attribution map changes (Attribution.generation: file reload, API
+  registration); per name which rules' domains match. Each table holds at most
+  CACHE_MAX entries; a reload builds a new PolicyEngine with empty tables.
 """
 from __future__ import annotations
 
