@@ -24,7 +24,7 @@ from collections import Counter
 from egress.config import EngineConfig
 from egress.flow.flow import Flow
 from egress.flow.reassembly import Reassembler
-from egress.inspect.base import Detector, InspectResult, Status, StreamView
+from egress.inspect.base import NEED_MORE, NO_MATCH, Detector, InspectResult, Status, StreamView
 from egress.types import FIN, PROTO_TCP, RST, SYN, TO_SERVER, Packet
 
 
@@ -158,7 +158,9 @@ class InspectStage:
             except Exception as exc:  # a detector bug must not take the flow down
                 self.errors["%s: %s" % (detector.name, type(exc).__name__)] += 1
                 continue
-            if result.detections or result.facts or result.app_proto:
+            if result is NO_MATCH:               # the common answers are shared constants
+                continue
+            if result is not NEED_MORE and (result.detections or result.facts or result.app_proto):
                 changed |= self._merge(flow, result)
                 if result.facts:
                     view.facts = flow.facts
@@ -193,6 +195,8 @@ class InspectStage:
                 if fresh:
                     flow.facts[name] = old + fresh
                     changed = True
+        if not result.detections:
+            return changed
         known = {(d.category, d.signature) for d in flow.detections}
         for detection in result.detections:
             if (detection.category, detection.signature) not in known:
