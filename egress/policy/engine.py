@@ -252,9 +252,10 @@ def _usable_name(raw: str) -> str:
         # digit: only then is the (exception-driven, ~3 us) address parse worth it.
         if name and name[-1].isdigit() and is_ip_literal(name):
             name = ""
-        if len(_USABLE) >= CACHE_MAX:
-            _USABLE.clear()
-        _USABLE[raw] = name
+        if len(raw) <= 260:              # a usable name has at most 253 characters: keep keys small
+            if len(_USABLE) >= CACHE_MAX:
+                _USABLE.clear()
+            _USABLE[raw] = name
     return name
 
 
