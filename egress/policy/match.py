@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from typing import Any, Iterable
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
@@ -154,7 +155,23 @@ def parse_network(text: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 def packed_address(text: str) -> bytes | None:
+    """The address's 4 or 16 bytes, None when `text` is not an address."""
+    if not isinstance(text, str):
+        try:
+            return ipaddress.ip_address(text.strip()).packed
+        except (ValueError, AttributeError, TypeError):
+            return None
+    text = text.strip()
+    # Fast path: text the C parser reads AND writes back unchanged is in canonical form,
+    # which ipaddress reads to the same bytes; anything else goes to ipaddress.
+    family = socket.AF_INET6 if ":" in text else socket.AF_INET
     try:
-        return ipaddress.ip_address(text.strip()).packed
-    except (ValueError, AttributeError):
+        packed = socket.inet_pton(family, text)
+        if socket.inet_ntop(family, packed) == text:
+            return packed
+    except (OSError, ValueError):
+        pass
+    try:
+        return ipaddress.ip_address(text).packed
+    except ValueError:
         return None

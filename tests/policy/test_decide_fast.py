@@ -207,3 +207,26 @@ def test_resolves_to_agrees_with_the_address_set(records, name, addr, at):
     packed = ipaddress.ip_address(addr).packed
     addrs = cache.addresses(name, at)
     assert cache.resolves_to(name, packed, at) == (None if addrs is None else packed in addrs)
+
+
+def _packed_reference(text):
+    import ipaddress
+    try:
+        return ipaddress.ip_address(text.strip()).packed
+    except (ValueError, AttributeError):
+        return None
+
+
+ADDRESS_TEXT = st.one_of(
+    st.ip_addresses().map(str),
+    st.ip_addresses(v=6).map(lambda a: a.exploded), st.ip_addresses(v=6).map(lambda a: str(a).upper()),
+    st.tuples(*[st.integers(0, 300)] * 4).map(lambda t: ".".join(map(str, t))),
+    st.tuples(*[st.integers(0, 300)] * 4).map(lambda t: ".".join("%03d" % x for x in t)),
+    st.text(alphabet="0123456789abcdefABCDEF:.% x", max_size=24))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ADDRESS_TEXT, st.sampled_from(["", " ", "\n"]))
+def test_packed_address_equals_ipaddress(text, pad):
+    from egress.policy.match import packed_address
+    assert packed_address(pad + text + pad) == _packed_reference(pad + text + pad)
