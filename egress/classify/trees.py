@@ -11,7 +11,9 @@ Guarantees:
 
 Every tree is padded into a complete binary tree of the ensemble's depth D (a leaf
 above the bottom is copied into both children), so all trees are walked together in
-D vectorized steps: idx = 2*idx + 1 + (x[feature] >= threshold).
+D vectorized steps: idx = 2*idx + 1 + (x[feature] >= threshold). Each distinct
+(feature, threshold) split is compared once per row before the walk, which then only
+looks the outcome up (the same comparisons, so the same leaves and the same floats).
 """
 from __future__ import annotations
 
