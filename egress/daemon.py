@@ -156,6 +156,7 @@ class Daemon:
         watch = None
         if cfg.watch_group is not None and cfg.fast_path and cfg.model:
             watch = NflogReader(cfg.watch_group + cfg.slot)
+            self.marker.open()
         self.driver = QueueDriver(self.engine, cfg.queues, copy_range=cfg.copy_range, max_len=cfg.queue_maxlen,
                                   fail_open=cfg.fail_open, gso=cfg.gso, exception_action=cfg.exception_action,
                                   observer=self.metrics.observe if self.metrics else None,

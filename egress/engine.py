@@ -246,6 +246,18 @@ class Engine:
                 revoked.append(flow)
         return revoked
 
+    def reinspect(self, flow: Flow) -> None:
+        """Inspect `flow` again from its next packet on. For the live driver: what the
+        engine saw of this flow so far were copies cut to their first bytes (a watched
+        connection it did not know), so the detectors start over on whole packets."""
+        if not self.inspect.detectors:
+            return
+        sizes = flow.sizes
+        self.inspect.start(flow)
+        flow.sizes = sizes
+        flow.payload_packets = 0
+        flow.verdict_dirty = True
+
     def swap_classifier(self, classifier: Any) -> None:
         """Use a new model from the next packet on (same feature schema: the load checked it).
         Without a model, live flows stop accumulating features."""

@@ -65,6 +65,7 @@ MARK_ALLOW = 0x09000000
 MARK_DROP = 0x0A000000
 MARK_REJECT = 0x0B000000
 MARK_WATCH = 0x0C000000
+MARK_REQUEUE = 0x01000000       # a connmark no rule matches: the connection is queued again
 MARK_REJECT_ONCE = 0x03000000
 MAX_SLOTS = 15                  # slot values 1..15 in SLOT_MASK; 0 = no slot yet
 REJECT_BITS = 0x07000000        # under this mask REJECT and REJECT_ONCE both read 0x03000000

@@ -157,7 +157,8 @@ class QueueDriver:
         self._readers: list[_BoundedReader] = []
         self.counters = {"packets": 0, "exceptions": 0, "verdict_errors": 0, "offloaded": 0,
                          "accept": 0, "drop": 0, "reject": 0, "watched": 0, "watch_packets": 0,
-                         "watch_exceptions": 0, "watch_ended": 0, "watch_revoked": 0}
+                         "watch_exceptions": 0, "watch_ended": 0, "watch_revoked": 0,
+                         "watch_requeued": 0}
         self._ifnames: dict[int, str | None] = {}   # ifindex -> name (interfaces rarely change)
 
     # -- binding ------------------------------------------------------------------
@@ -322,7 +323,8 @@ class QueueDriver:
         """Copies of packets the kernel has passed already (WATCH flows): the engine sees
         them like queued ones; what it decides is applied to the connection's connmark.
         A block (a classifier checkpoint, the exception policy) revokes the flow; the
-        end of the classifier's watch hands the flow to the ALLOW fast path."""
+        end of the classifier's watch hands the flow to the ALLOW fast path; a connection
+        the engine did not know goes back to the queue."""
         counters, process = self.counters, self.engine.process
         for ts, data, indev, _mark in packets:
             counters["watch_packets"] += 1
@@ -340,7 +342,17 @@ class QueueDriver:
             action = decision.action
             if action is not Action.ALLOW:
                 mark = _OFFLOAD_MARKS[action]
-            elif decision.offload:
+            elif flow.kernel_mark == 0:
+                # A copy of a connection this engine never gave a verdict: it forgot the
+                # flow (idle timeout, eviction) or the daemon restarted. Copies carry only
+                # the first bytes of each packet: queue the connection again instead.
+                flow.kernel_mark = _REQUEUED
+                counters["watch_requeued"] += 1
+                self.engine.reinspect(flow)
+                if self.marker is not None:
+                    self.marker.requeue(flow)
+                continue
+            elif decision.offload and flow.kernel_mark != _REQUEUED:
                 mark = MARK_ALLOW
             else:
                 continue
@@ -357,6 +369,7 @@ class QueueDriver:
 
 
 _COUNTER = {Action.ALLOW: "accept", Action.DROP: "drop", Action.REJECT: "reject"}
+_REQUEUED = 1          # Flow.kernel_mark of a connection sent back to the queue (not a mark value)
 
 
 class _BoundedReader:

@@ -74,6 +74,9 @@ class ScriptedEngine:
             raise d
         return d
 
+    def reinspect(self, flow):
+        self.seen.append(("reinspect", flow))
+
 
 def test_each_action_gets_exactly_one_verdict_and_the_right_mark():
     cases = [
@@ -198,6 +201,10 @@ class RecordingMarker:
         self.calls.append((flow, action))
         return True
 
+    def requeue(self, flow):
+        self.calls.append((flow, "requeue"))
+        return True
+
 
 def test_a_watched_flow_gets_its_slot_mark_and_leaves_the_queue():
     from egress.drivers.iptables import OWNED_BITS, watch_mark
@@ -220,8 +227,10 @@ def test_without_a_watch_reader_or_fast_path_a_watched_flow_stays_queued():
 
 
 def test_watched_copies_revoke_a_blocked_flow_and_end_the_watch_once():
+    from egress.drivers.iptables import watch_mark
     from egress.types import Mode
     flow, other = FakeFlow(), FakeFlow()
+    flow.kernel_mark = other.kernel_mark = watch_mark(0)        # both watched
     drop = Verdict(Action.DROP, Mode.ENFORCE, "classifier", ())
     decisions = [Decision(Action.ALLOW, Verdict(), flow, watch=True),       # still watching: nothing to do
                  Decision(Action.DROP, drop, flow, offload=True, revoked=True),
@@ -239,3 +248,19 @@ def test_watched_copies_revoke_a_blocked_flow_and_end_the_watch_once():
     assert drv.counters["watch_revoked"] == 1 and drv.counters["watch_ended"] == 1
     assert drv.counters["packets"] == 0                 # copies are not queued packets: no verdict
     assert engine.seen[0].wire_len == 1500              # the copy is cut; its size comes from the header
+
+
+def test_copies_of_a_connection_the_engine_does_not_know_send_it_back_to_the_queue():
+    # The engine forgot the flow (idle timeout) or the daemon restarted: the copy made a
+    # new flow, which never had a verdict from this driver.
+    fresh = FakeFlow()
+    decisions = [Decision(Action.ALLOW, Verdict(), fresh), Decision(Action.ALLOW, Verdict(), fresh),
+                 Decision(Action.ALLOW, Verdict(), fresh, offload=True)]
+    marker = RecordingMarker()
+    drv = QueueDriver(ScriptedEngine(*decisions), watch=FakeWatch(), marker=marker)
+    ip = bytes([0x45, 0, 0, 40]) + bytes(36)
+    engine = drv.engine
+    drv.on_watched([(1.0, ip, 0, 0)] * 3)
+    assert marker.calls == [(fresh, "requeue")] and drv.counters["watch_requeued"] == 1
+    # The detectors start over on the whole packets that the queue will bring.
+    assert [x for x in engine.seen if isinstance(x, tuple)] == [("reinspect", fresh)]

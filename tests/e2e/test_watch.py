@@ -116,3 +116,64 @@ def test_a_watched_conversation_ends_its_watch_on_the_fast_path_intact(lab, mode
     # messages went through the kernel's ALLOW rule, without copies.
     assert counters["nflog.packets"] + counters["driver.packets"] >= 512
     assert fast_path >= 800
+
+
+# A conversation that turns into mining after a pause (for the daemon's restart): 50
+# ordinary messages, a pause, one more, then a Stratum subscribe on the same connection.
+TURNS_MINER = """
+import json, socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def exchange(msg):
+    s.sendall(msg)
+    got = b""
+    while len(got) < len(msg):
+        chunk = s.recv(len(msg) - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got == msg
+ok = sum(exchange((b"%04d" % i) * 25) for i in range(50))
+print("paused %d" % ok, flush=True)
+sys.stdin.readline()
+print("after %d" % exchange(b"hello again\\n"), flush=True)
+time.sleep(0.5)           # the watch path is asynchronous: give the daemon its reaction time
+subscribe = json.dumps({"id": 1, "method": "mining.subscribe", "params": ["cgminer/4.12.1"]}).encode() + b"\\n"
+try:
+    print("mining %d" % exchange(subscribe), flush=True)
+except OSError as exc:
+    print("mining blocked: %s" % type(exc).__name__, flush=True)
+"""
+
+
+def test_a_watched_connection_from_before_a_restart_is_inspected_again(lab, model):
+    # The new daemon never decided this connection: the copies it gets carry only the
+    # first bytes of each packet, so it clears the connmark and inspects the rest inline:
+    # a Stratum subscribe sent later on the same connection is found and blocked inline.
+    # (Until the daemon has reacted to the first copy, packets still pass unjudged.)
+    import subprocess
+    rules = [str(REPO / "rules" / "default.yaml")]
+    lab.echo(lab.ext4, 7302)
+    first = Gateway(lab.topo, lab.workdir, rules=rules, extra=["--model", model], name="watch-before")
+    client = lab.topo.popen("sbx", [PY, "-c", TURNS_MINER, lab.ext4, "7302"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline().strip() == "paused 50"
+        assert first.stop() == 0
+        assert stats(first)["driver.watched"] >= 1
+        second = Gateway(lab.topo, lab.workdir, rules=rules, extra=["--model", model], name="watch-after")
+        try:
+            client.stdin.write("go\n")
+            client.stdin.flush()
+            assert client.stdout.readline().strip() == "after 1"
+            assert client.stdout.readline().strip().startswith("mining blocked")
+            client.wait(10)
+        finally:
+            assert second.stop() == 0
+    finally:
+        if client.poll() is None:
+            client.kill()
+    counters = stats(second)
+    assert counters["driver.watch_requeued"] == 1 and counters["conntrack.requeued"] == 1
+    (flow,) = second.flows_to(7302)
+    assert flow["verdict"]["action"] == "drop" and flow["verdict"]["rule"] == "block-mining"
