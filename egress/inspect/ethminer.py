@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView, shared
-from egress.inspect.mining_http import looks_like_http, messages
+from egress.inspect.mining_http import framing, looks_like_http, messages
 from egress.inspect.mining_json import (Hit, inspect_lines, is_hex, iter_objects, loads, redact_login,
                                         short, summarize)
 from egress.types import Detection
@@ -39,6 +39,14 @@ MINING_HEADERS = {
     "x-roll-ntime": "getwork.x_roll_ntime",
     "x-long-polling": "getwork.x_long_polling",
 }
+
+
+def _maybe_mining(data: bytes) -> bool:
+    """Whether an HTTP direction could hold a hit: a JSON body needs '{' or '[', and every
+    mining header name starts with "x-" (mining_http lower-cases latin-1 header names;
+    bytes.lower() lower-cases the same letters). Two substring tests and one lower():
+    much cheaper than a case-insensitive regular expression."""
+    return b"{" in data or b"[" in data or b"x-" in data.lower()
 
 
 def classify(obj: dict, http: bool = False) -> Hit | None:
@@ -115,8 +123,15 @@ class EthMinerDetector:
     def _inspect_http(self, to_server: bytes, to_client: bytes, view: StreamView) -> InspectResult:
         hits: list[tuple[int, Hit]] = []
         seen = [0, 0]             # complete-enough messages per direction
+        last_complete = [False, False]
         for direction, data in ((0, to_server), (1, to_client)):
-            for msg in shared(view, messages, data):
+            if not _maybe_mining(data):
+                # No mining header name, no JSON body: only the message framing matters here.
+                seen[direction], last_complete[direction] = shared(view, framing, data)
+                continue
+            msgs = shared(view, messages, data)
+            last_complete[direction] = bool(msgs) and msgs[-1].complete
+            for msg in msgs:
                 seen[direction] += 1
                 if not MINING_HEADERS.keys().isdisjoint(msg.headers):     # rare: look at which, in order
                     for header, signature in MINING_HEADERS.items():
@@ -139,11 +154,8 @@ class EthMinerDetector:
             return InspectResult(Status.MATCH, (detection,), "http")
         to_server_done = view.closed_to_server or len(to_server) >= self.max_bytes
         to_client_done = view.closed_to_client or len(to_client) >= self.max_bytes
-        requests_read = seen[0] > 0 and (to_server_done or _all_complete(shared(view, messages, to_server)))
+        requests_read = seen[0] > 0 and (to_server_done or last_complete[0])
         if (requests_read and (seen[1] > 0 or to_client_done)) or (to_server_done and to_client_done):
             return NO_MATCH
         return NEED_MORE
 
-
-def _all_complete(msgs: list) -> bool:
-    return bool(msgs) and msgs[-1].complete

@@ -99,6 +99,33 @@ def messages(data: bytes, max_messages: int = 4) -> list[HttpMessage]:
     return out
 
 
+def framing(data: bytes, max_messages: int = 4) -> tuple[int, bool]:
+    """(len(messages(data)), whether its last message is complete), without header dicts.
+
+    A head that names no body length (neither Content-Length nor Transfer-Encoding
+    anywhere in it, in any case: parse_head lower-cases latin-1 text, whose only
+    letters that lower-case to ASCII are A-Z, which bytes.lower() lower-cases too) is
+    framed as `messages` frames it: a request
+    has no body, a response runs to the end of the data. Any other head hands the
+    whole direction to `messages`, so the answer is always `messages`'s."""
+    count, pos, n = 0, 0, len(data)
+    while pos < n and count < max_messages:
+        end, sep = head_end(data, pos)
+        if end < 0:
+            break
+        head = data[pos:end].lower()
+        if b"content-length" in head or b"transfer-encoding" in head:
+            msgs = messages(data, max_messages)
+            return len(msgs), bool(msgs) and msgs[-1].complete
+        body_at = end + sep
+        count += 1
+        if data.startswith(b"HTTP/", pos):
+            pos = body_at + min(n - body_at, 1 << 20)     # read-until-close response
+        else:
+            pos = body_at
+    return count, count > 0
+
+
 def _dechunk(data: bytes, pos: int) -> tuple[bytes, bool, int]:
     body = bytearray()
     for _ in range(64):

@@ -14,7 +14,6 @@ protocols helper's business (inspect/ssh.py), not this detector's.
 """
 from __future__ import annotations
 
-import re
 import zlib
 
 from egress.inspect import ethminer, stratum, xmr
@@ -23,9 +22,6 @@ from egress.inspect.mining_http import MAX_HEAD, head_end, looks_like_http, pars
 from egress.inspect.mining_json import Hit, iter_objects, loads, summarize
 from egress.types import Detection
 
-# What the Upgrade header must contain, as parse_head + str.lower() see it: latin-1 has
-# no other letters that lower-case to ASCII, so an ASCII case-insensitive search is exact.
-_WEBSOCKET = re.compile(rb"websocket", re.IGNORECASE)
 MAX_FRAMES = 64
 MAX_MESSAGES = 16
 MAX_INFLATE = 65536
@@ -127,9 +123,11 @@ class WebSocketMiningDetector:
             return NO_MATCH
         if is_http is None:
             return self._wait(view)
-        if _WEBSOCKET.search(up, 0, MAX_HEAD) is None:
-            # No "websocket" in any case within the head's reach: whatever the head says,
-            # it cannot ask for the upgrade, so a complete (or impossible) head is a NO_MATCH.
+        if b"websocket" not in up[:MAX_HEAD].lower():
+            # No "websocket" in any case within the head's reach (parse_head lower-cases
+            # latin-1 text, whose only letters that lower-case to ASCII are A-Z, as
+            # bytes.lower() does): the head cannot ask for the upgrade, so a complete (or
+            # impossible) head is a NO_MATCH.
             end, _ = head_end(up)
             return self._wait(view) if end < 0 and len(up) < MAX_HEAD else NO_MATCH
         request = shared(view, parse_head, up)

@@ -189,7 +189,7 @@ def _ws_head_reference(up: bytes) -> str:
 @given(st.lists(st.sampled_from(_WS_LINES), max_size=6), st.sampled_from([b"\r\n", b"\n"]),
        st.integers(0, 400), st.booleans())
 def test_websocket_prefilter_agrees_with_the_head_parse(lines, eol, cut, pad):
-    from egress.inspect.ws_mining import _WEBSOCKET, WebSocketMiningDetector
+    from egress.inspect.ws_mining import WebSocketMiningDetector
     head = eol.join([b"GET /ws HTTP/1.1"] + lines) + eol + eol
     if pad:
         head += b"x" * 9000            # a head past MAX_HEAD without its end is not a head
@@ -198,7 +198,7 @@ def test_websocket_prefilter_agrees_with_the_head_parse(lines, eol, cut, pad):
         return
     reference = _ws_head_reference(up)
     result = WebSocketMiningDetector().inspect(view(up, b""))
-    if _WEBSOCKET.search(up, 0, mining_http.MAX_HEAD) is None:
+    if b"websocket" not in up[:mining_http.MAX_HEAD].lower():
         assert reference != "upgrade"
     if reference == "no":
         assert result.status.value == "no_match"
@@ -287,3 +287,49 @@ def test_memo_entries_follow_only_unchanged_directions():
     kept = [entry[0] for entry in second.memo.values()]
     assert kept == [first.to_server]                 # the stale to-client parse was dropped
     assert shared(second, http_mod.request_facts, second.to_server) is up_parse
+
+
+# -- ethminer over HTTP: framing without header dicts ---------------------------------------
+
+_START_LINES = [b"GET / HTTP/1.1", b"POST /rpc HTTP/1.1", b"HTTP/1.1 200 OK", b"HTTP/1.0 404 Not Found",
+                b"PUT /x HTTP/1.0"]
+_HEADER_LINES = [b"Host: node.example", b"Content-Length: 5", b"content-length: 0", b"CONTENT-LENGTH : 12",
+                 b"Content-Length: x", b"Transfer-Encoding: chunked", b"transfer-encoding: gzip",
+                 b"User-Agent: cgminer/4.10", b"X-Mining-Extensions: midstate", b"no colon", b"X-J: \xc0\xff"]
+_BODIES = [b"", b"hello", b'{"method": "getwork", "params": [], "id": 0}', b"5\r\nhello\r\n0\r\n\r\n", b"[1,2]"]
+
+
+@st.composite
+def http_streams(draw):
+    eol = draw(st.sampled_from([b"\r\n", b"\n"]))
+    out = b""
+    for _ in range(draw(st.integers(1, 5))):
+        head = eol.join([draw(st.sampled_from(_START_LINES))] + draw(st.lists(st.sampled_from(_HEADER_LINES),
+                                                                                max_size=4)))
+        out += head + eol + eol + draw(st.sampled_from(_BODIES))
+    return out[:draw(st.integers(0, len(out)))]
+
+
+@settings(max_examples=400, deadline=None)
+@given(http_streams(), st.integers(1, 4))
+def test_framing_is_what_messages_reports(data, max_messages):
+    msgs = mining_http.messages(data, max_messages)
+    assert mining_http.framing(data, max_messages) == (len(msgs), bool(msgs) and msgs[-1].complete)
+
+
+@settings(max_examples=300, deadline=None)
+@given(http_streams(), http_streams(), st.booleans(), st.booleans())
+def test_ethminer_http_prefilter_changes_no_answer(up, down, closed_up, closed_down):
+    """The detector with its no-hit prefilter against the same detector made to parse every
+    message (a prefilter that always says "maybe")."""
+    from egress.inspect import ethminer
+
+    detector = EthMinerDetector()
+    fast = as_tuple(detector.inspect(view(up, down, closed_up, closed_down)))
+    original = ethminer._maybe_mining
+    try:
+        ethminer._maybe_mining = lambda data: True
+        slow = as_tuple(detector.inspect(view(up, down, closed_up, closed_down)))
+    finally:
+        ethminer._maybe_mining = original
+    assert fast == slow
