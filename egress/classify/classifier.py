@@ -113,8 +113,10 @@ class FlowClassifier:
             return False
         changed = True
         if flow.features.payload_packets() < self._min_payload:
-            changed = flow.ml is not self._no_evidence
+            # Nothing the policy reads changes: it acts on no score of such a result,
+            # and payload packets only grow, so there was no real score before either.
             flow.ml = self._no_evidence
+            changed = False
         else:
             self.score(flow)
         if self._checks.is_last(n):

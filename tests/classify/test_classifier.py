@@ -111,7 +111,7 @@ def test_too_little_evidence_is_benign(bundle_dir):
     changed = [clf.on_packet(flow, _pkt(100.0 + i, payload=b"", flags=0x10), i % 2) for i in range(3, 8)]
     # The 8-packet checkpoint: too little evidence, the model is not run, the policy is
     # told (and acts on no score).
-    assert changed == [False] * 4 + [True] and clf.scored == 0
+    assert changed == [False] * 5 and clf.scored == 0
     assert flow.ml["class"] == "benign" and flow.ml["scores"] == {} and flow.ml["evidence"] == "insufficient"
     ended = _flow()
     clf.start(ended)
