@@ -285,7 +285,9 @@ def inspect_lines(view: Any, classify, needles: tuple[bytes, ...], max_bytes: in
     depends on: the budget, whether a protocol is named, the closed flags).
     """
     up, down = view.to_server[:max_bytes], view.to_client[:max_bytes]
-    search = _needle_re(needles).search if needles else None
+    entry = _NEEDLE_RES.get(id(needles))        # _needle_re, inlined: this runs on every call
+    search = (entry[1].search if entry is not None and entry[0] is needles else
+              _needle_re(needles).search) if needles else None
     if search is not None and search(up) is None and search(down) is None:
         key = (inspect_lines, max_bytes, view.app_proto is None, view.closed_to_server, view.closed_to_client)
         entry = view.memo.get(key)

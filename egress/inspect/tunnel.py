@@ -133,8 +133,10 @@ class TunnelDetector:
             at = head.find(b"o")
             if 0 <= at < 32 and head.find(b"{", at) - at <= 9:
                 return Detection("tunnel", "tunnel.frp", {"message": "login"})
-        if out[:1] == b"\x17" and out[1:3] == b"\x16\x03":
+        if out.startswith(b"\x17\x16\x03"):
             return Detection("tunnel", "tunnel.frp", {"message": "tls_head_byte"}, 0.8)
+        if not (out.startswith(b'{"') or inp.startswith(b'{"')):
+            return None
         for side, data in (("client", out), ("server", inp)):
             if data[:2] == b'{"' and _BORE.match(data[:256]):
                 return Detection("tunnel", "tunnel.bore", {"side": side,
