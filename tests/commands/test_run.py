@@ -32,6 +32,19 @@ def test_defaults_are_fail_closed_loopback_metrics_and_no_gso():
     assert open_cfg.fail_open and open_cfg.bypass
 
 
+def test_watch_group_default_off_and_bad_values():
+    from egress.drivers.nflog import DEFAULT_WATCH_GROUP
+    assert config_from_args(parse()).watch_group == DEFAULT_WATCH_GROUP
+    assert config_from_args(parse("--watch-group", "off")).watch_group is None
+    assert config_from_args(parse("--watch-group", "77")).watch_group == 77
+    for bad in ("x", "-1", "70000"):
+        with pytest.raises(SystemExit):
+            parse("--watch-group", bad)
+    # A worker of a supervisor without the watch path keeps it off.
+    argv = worker_argv(parse("--queue", "0-1", "--workers", "--watch-group", "off"), 0, 0)
+    assert argv[argv.index("--watch-group") + 1] == "off"
+
+
 def test_worker_command_lines_split_eve_and_metrics_per_queue():
     args = parse("--queue", "4-5", "--workers", "--rules", "a.yaml", "--rules", "b.yaml", "--eve", "/var/log/eve.json",
                  "--metrics", "127.0.0.1:9200", "--fail-open", "--sandbox-iface", "sbx0")
