@@ -165,6 +165,20 @@ print(n)
 """
 
 
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (the workers of `egress run --workers`)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(open("/proc/%s/stat" % entry).read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                out.append(int(entry))
+    return out
+
+
 class Bench:
     def __init__(self, topo: Topology, seconds: float, workdir: Path):
         self.topo, self.seconds, self.work = topo, seconds, workdir
@@ -233,8 +247,24 @@ class Bench:
         p50, p99 = self.sbx(PINGPONG, self.ext, self.server("pingpong"), count).split()
         return float(p50), float(p99)
 
-    def conns(self, clients: int = 2, inflight: int = 1, payload: str = "x") -> tuple[float, int]:
-        """New connections per second: `clients` processes with `inflight` connections each."""
+    def daemon_cpu(self) -> float:
+        """CPU seconds (user + system) used so far by the daemon and its workers."""
+        if self.gw is None:
+            return 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in [self.gw.pid] + _children(self.gw.pid):
+            try:
+                fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
+    def conns(self, clients: int = 2, inflight: int = 1, payload: str = "x") -> tuple[float, int, float]:
+        """New connections per second: `clients` processes with `inflight` connections each;
+        with the daemon's CPU microseconds per connection during the run (0 for the baseline)."""
+        cpu_before = self.daemon_cpu()
         port = self.server("conn")
         procs = [self.topo.popen("sbx", [PY, "-c", CONNS, self.ext, str(port), str(self.seconds), "100000",
                                          str(inflight), payload], stdout=subprocess.PIPE, text=True)
@@ -245,7 +275,8 @@ class Bench:
             ok, bad, el = p.stdout.read().split()
             p.wait(30)
             total_ok, total_bad, elapsed = total_ok + int(ok), total_bad + int(bad), max(elapsed, float(el))
-        return total_ok / elapsed, total_bad
+        cpu_us = (self.daemon_cpu() - cpu_before) / max(total_ok, 1) * 1e6
+        return total_ok / elapsed, total_bad, cpu_us
 
     def flood(self) -> dict:
         self.topo.run("ext", "iptables", "-w", "-F", "INPUT")
@@ -407,9 +438,10 @@ def report(r: dict, args) -> str:
                       ("conns_model_busy", "rules + model, --busy-poll %g" % args.busy_poll),
                       ("conns_model_workers", "rules + model, 2 workers (--queue 0-1 --workers)")):
         for variant, x in r.get(key, {}).items():
-            (cb, cb_bad), (ce, ce_bad) = x["baseline"], x["egress"]
-            lines.append("| new connections/s, fully inspected: %s; %s | %.0f | %.0f | %.0f %% (failed: %d / %d) |"
-                         % (variant, name, cb, ce, 100 * ce / cb, cb_bad, ce_bad))
+            (cb, cb_bad, _), (ce, ce_bad, cpu_us) = x["baseline"], x["egress"]
+            lines.append("| new connections/s, fully inspected: %s; %s | %.0f | %.0f | %.0f %% (failed: %d / %d; "
+                         "daemon CPU %.0f us/connection) |"
+                         % (variant, name, cb, ce, 100 * ce / cb, cb_bad, ce_bad, cpu_us))
     lines += ["", "Small-packet flood (16-byte UDP datagrams, each to a new port = a new flow, %g s):" % args.seconds, "",
               "| run | sent | arrived in ext | dropped: queue full | dropped: netlink buffer | answered by egress |",
               "|---|---:|---:|---:|---:|---:|"]
