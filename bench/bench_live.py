@@ -186,7 +186,6 @@ class Bench:
         self.gw = None
         self.port = 20000
         self.queues = (0,)          # the rules' queues: (0, 1) for the --workers run
-        self.copies = True          # the rules send NFLOG copies (watch path, handshakes) as the daemon expects
 
     def server(self, mode: str) -> int:
         self.port += 1
@@ -201,7 +200,6 @@ class Bench:
     def start_egress(self, *extra: str) -> None:
         """The daemon without its rules: rules() switches them on and off between rounds,
         so baseline and egress rounds alternate under the same machine load."""
-        self.copies = "--no-fast-path" not in extra      # as the daemon would install its rules
         log = open(self.work / "egress.log", "a")
         self.gw = self.topo.popen("gw", [PY, "-m", "egress.cli", "run", "--sandbox-iface", self.topo.sbx_iface,
                                          "--no-rules", *extra], stdout=subprocess.DEVNULL,
@@ -217,8 +215,7 @@ class Bench:
         ipt = Iptables(self.topo.ns["gw"])
         if on:
             ipt.install(RuleSpec(sandbox_iface=self.topo.sbx_iface, bypass=fail_open, queues=self.queues,
-                                 watch_group=DEFAULT_WATCH_GROUP if self.copies else None,
-                                 watch_slots=len(self.queues)))
+                                 watch_group=DEFAULT_WATCH_GROUP, watch_slots=len(self.queues)))
         else:
             ipt.remove()
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from egress.config import EngineConfig
 from egress.drivers.enforce import ConntrackMarker
-from egress.drivers.iptables import Iptables, RuleSpec, handshake_group
+from egress.drivers.iptables import Iptables, RuleSpec
 from egress.drivers.nflog import DEFAULT_WATCH_GROUP, NflogReader
 from egress.drivers.nfqueue import QueueDriver
 from egress.output.eve import EveWriter
@@ -153,33 +153,27 @@ class Daemon:
             self.metrics.serve(host, port)
             if not ipaddress.ip_address(host).is_loopback:
                 metrics_port = port      # reachable beyond loopback: keep the sandbox side out
-        # The NFLOG copies (egress.drivers.nflog): of watched flows (with a model) and of
-        # handshakes. Without the fast path every packet is queued: no copies at all.
-        group = cfg.watch_group if cfg.fast_path else None
-        watch = handshake = None
-        if group is not None:
-            handshake = NflogReader(handshake_group(group, cfg.slot))
-            if cfg.model:
-                watch = NflogReader(group + cfg.slot)
+        watch = None
+        if cfg.watch_group is not None and cfg.fast_path and cfg.model:
+            watch = NflogReader(cfg.watch_group + cfg.slot)
             self.marker.open()
         self.driver = QueueDriver(self.engine, cfg.queues, copy_range=cfg.copy_range, max_len=cfg.queue_maxlen,
                                   fail_open=cfg.fail_open, gso=cfg.gso, exception_action=cfg.exception_action,
                                   observer=self.metrics.observe if self.metrics else None,
                                   fast_path=cfg.fast_path, busy_poll=cfg.busy_poll,
-                                  watch=watch, watch_slot=cfg.slot, marker=self.marker, handshake=handshake)
+                                  watch=watch, watch_slot=cfg.slot, marker=self.marker)
         self.driver.open()
-        for reader in (watch, handshake):
-            if reader is None:
-                continue
+        if watch is not None:
             try:
-                reader.open()
+                watch.open()
             except OSError as exc:
-                raise StartupError("NFLOG group %d: %s (another program uses it? choose the groups with "
-                                   "--watch-group)" % (reader.group, exc)) from None
+                raise StartupError("NFLOG group %d for the watch path: %s (another program uses it? "
+                                   "choose one with --watch-group)" % (watch.group, exc)) from None
         if cfg.install_rules:
             self.spec = RuleSpec(mode=cfg.mode, queues=cfg.queues, bypass=cfg.bypass,
                                  sandbox_iface=cfg.sandbox_iface, sandbox_nets=cfg.sandbox_nets,
-                                 metrics_port=metrics_port, watch_group=group, watch_slots=cfg.watch_slots)
+                                 metrics_port=metrics_port, watch_group=cfg.watch_group,
+                                 watch_slots=cfg.watch_slots)
             self.iptables.install(self.spec)
             self.rules_installed = True
         log.info("egress: serving queue(s) %s in %s mode, %s, rules %s", ",".join(map(str, cfg.queues)),
@@ -208,10 +202,9 @@ class Daemon:
         if self.driver is not None:
             for name, value in self.driver.counters.items():
                 stats["driver." + name] = value
-            for kind, reader in (("nflog.", self.driver.watch), ("nflog.handshake.", self.driver.handshake)):
-                if reader is not None:
-                    for name, value in reader.counters.items():
-                        stats[kind + name] = value
+            if self.driver.watch is not None:
+                for name, value in self.driver.watch.counters.items():
+                    stats["nflog." + name] = value
         for name, value in self.marker.counters.items():
             stats["conntrack." + name] = value
         if self.peers is not None:
@@ -397,8 +390,7 @@ class Supervisor:
             if cfg.install_rules:
                 self.iptables.install(RuleSpec(mode=cfg.mode, queues=cfg.queues, bypass=cfg.bypass,
                                                sandbox_iface=cfg.sandbox_iface, sandbox_nets=cfg.sandbox_nets,
-                                               watch_group=cfg.watch_group if cfg.fast_path else None,
-                                               watch_slots=len(cfg.queues)))
+                                               watch_group=cfg.watch_group, watch_slots=len(cfg.queues)))
             log.info("egress: %d workers serving queues %s", len(cfg.queues), ",".join(map(str, cfg.queues)))
             import sys
             print("egress: ready", file=sys.stderr, flush=True)

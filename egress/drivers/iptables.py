@@ -15,8 +15,6 @@ or EGRESS-OUT (sidecar: jumped to from OUTPUT and INPUT, loopback excepted)::
     7 -m mark --mark DROP/MASK        -j DROP                    untracked packets)
     8 -p tcp -m mark --mark REJECT*   -j REJECT --reject-with tcp-reset
     9 -m mark --mark REJECT*          -j REJECT --reject-with icmp(6)-port-unreachable
-    h -p tcp (a SYN-ACK, or the ACK that ends the handshake; no payload) -j EGRESS-HS
-      EGRESS-HS: -j NFLOG --nflog-group G+16+SLOT, -j ACCEPT   (present with `watch_group`)
    10 -j NFQUEUE --queue-num N [--queue-bypass]
       (several queues: s rules give each new connection a slot in its connmark, one
       NFQUEUE rule per slot sends it to its queue, so both directions of a connection
@@ -27,13 +25,7 @@ rule after the NFQUEUE rule would never see the packet. The daemon therefore giv
 decided packet its verdict as a mark plus NF_REPEAT: the packet re-enters the chain
 from the top, rule 1 copies the mark into the connmark, and rules 2-5 apply it, to this
 packet and, without queueing, to every later packet of the flow in both directions.
-Rules h pass the two payload-less packets that complete the TCP handshake of a
-connection whose SYN the daemon let through, and send a copy to the daemon's handshake
-NFLOG group instead of queueing them: they carry no data to judge (the rules check that
-exactly, the SYN-ACK comes from the server, the ACK is within the connection's first three
-packets), the engine still sees every packet, and a short connection then costs two
-queued packets fewer. The daemon reads that group before each queued packet, so the
-engine sees them in order. Rules 6-9 apply the mark of a repeated packet that has no conntrack entry (IPv6
+Rules 6-9 apply the mark of a repeated packet that has no conntrack entry (IPv6
 neighbour discovery, INVALID packets): measured, without them such a packet loops
 between the queue and the chain. REJECT_ONCE (not saved) rejects one packet of a flow
 that is not decided for good. WATCH (rules w, present when `watch_group` is set) is an
@@ -175,7 +167,6 @@ def chain_rules(spec: RuleSpec, family: int) -> list[str]:
         "-m mark --mark 0x%x/%s %s -j DROP" % (MARK_DROP, m, _tag()),
         "-p tcp -m mark --mark 0x%x/0x%x %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT_ONCE, REJECT_BITS, _tag()),
         "-m mark --mark 0x%x/0x%x %s -j REJECT --reject-with %s" % (MARK_REJECT_ONCE, REJECT_BITS, _tag(), unreach),
-        *handshake_rules(spec, family),
         *queue_rules(spec),
     ]
 
@@ -195,51 +186,6 @@ def watch_rules(spec: RuleSpec) -> list[str]:
              % (watch_mark(slot), OWNED_BITS, MARK_SAVE, MARK_SAVE, _tag(), spec.watch_group + slot)
              for slot in range(spec.watch_slots)]
     return rules + ["-m connmark --mark 0x%x/0x%x %s -j ACCEPT" % (MARK_WATCH, MARK_MASK, _tag())]
-
-
-HANDSHAKE_CHAIN = CHAIN_PREFIX + "HS"
-HANDSHAKE_GROUP_OFFSET = 16     # a slot's handshake group: watch_group + 16 + slot
-
-
-def handshake_group(watch_group: int, slot: int) -> int:
-    return watch_group + HANDSHAKE_GROUP_OFFSET + slot
-
-
-# Exactly "no TCP payload", in u32 (which cannot compare two header fields): the IP
-# total length is a multiple of 4, as every IP + TCP header length is, so a payload of
-# 1-3 bytes fails that test; and there are not 4 bytes to read after the TCP header.
-_NO_PAYLOAD = {
-    4: ('-m u32 --u32 "0&0x3=0" -m u32 ! --u32 "0>>22&0x3C@12>>26&0x3C@0=0:0xFFFFFFFF"'),
-    6: ('-m u32 --u32 "4>>8&0xFF=6&&4>>16&0x3=0" -m u32 ! --u32 "52>>26&0x3C@40=0:0xFFFFFFFF"'),
-}
-
-
-def handshake_rules(spec: RuleSpec, family: int) -> list[str]:
-    """The SYN-ACK and the handshake's last ACK of undecided connections, without payload:
-    to EGRESS-HS (a copy, then accept) instead of the queue."""
-    if spec.watch_group is None:
-        return []
-    flags = "-p tcp -m tcp --tcp-flags FIN,SYN,RST,PSH,ACK,URG"
-    return ["%s SYN,ACK -m conntrack --ctstate ESTABLISHED --ctdir REPLY %s %s -j %s"
-            % (flags, _NO_PAYLOAD[family], _tag(), HANDSHAKE_CHAIN),
-            "%s ACK -m conntrack --ctstate ESTABLISHED --ctdir ORIGINAL -m connbytes --connbytes 0:3 "
-            "--connbytes-dir both --connbytes-mode packets %s %s -j %s"
-            % (flags, _NO_PAYLOAD[family], _tag(), HANDSHAKE_CHAIN)]
-
-
-def handshake_chain_rules(spec: RuleSpec) -> list[str]:
-    """EGRESS-HS: a copy to the group of the worker that owns the connection, then accept.
-    One process (one watch slot) reads one group for all its queues. With a worker per
-    slot, a connection without a slot (it cannot happen: its SYN got one) goes back to
-    be queued."""
-    if spec.watch_slots == 1:
-        return ["%s -j NFLOG --nflog-group %d" % (_tag(), handshake_group(spec.watch_group, 0)),
-                "%s -j ACCEPT" % _tag()]
-    mask = "0x%x" % SLOT_MASK
-    rules = ["-m connmark --mark 0x%x/%s %s -j NFLOG --nflog-group %d"
-             % (slot_bits(slot), mask, _tag(), handshake_group(spec.watch_group, slot))
-             for slot in range(spec.watch_slots)]
-    return rules + ["-m connmark --mark 0x0/%s %s -j RETURN" % (mask, _tag()), "%s -j ACCEPT" % _tag()]
 
 
 def hook_rules(spec: RuleSpec, family: int) -> list[tuple[str, str]]:
@@ -269,9 +215,6 @@ def guard_rules(spec: RuleSpec, family: int) -> list[str]:
 
 def install_script(spec: RuleSpec, family: int) -> str:
     lines = ["*filter", ":%s - [0:0]" % spec.chain]
-    if spec.watch_group is not None:
-        lines.append(":%s - [0:0]" % HANDSHAKE_CHAIN)
-        lines += ["-A %s %s" % (HANDSHAKE_CHAIN, r) for r in handshake_chain_rules(spec)]
     lines += ["-A %s %s" % (spec.chain, r) for r in chain_rules(spec, family)]
     # -I ... 1 in reverse keeps the listed order at the top of the built-in chain.
     for builtin, match in reversed(hook_rules(spec, family)):

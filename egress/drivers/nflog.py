@@ -60,9 +60,8 @@ NFULA_PAYLOAD = 9
 # The classifier reads lengths, flags and timing, which are all in the headers; the
 # IP total length gives the size on the wire. 128 bytes hold IPv6 + TCP with options.
 DEFAULT_COPY_RANGE = 128
-# egress's first NFLOG group (`egress run --watch-group G`): worker slot i reads the
-# watch copies on G+i and the handshake copies on G+16+i (egress.drivers.iptables).
-# Groups 0 and 1 are left to ulogd and friends.
+# egress's first NFLOG group (`egress run --watch-group`); a worker of `--workers` uses
+# this + its slot. Groups 0 and 1 are left to ulogd and friends.
 DEFAULT_WATCH_GROUP = 5700
 
 _NLMSG = struct.Struct("=IHHII")

@@ -134,7 +134,7 @@ class QueueDriver:
     def __init__(self, engine, queues=(0,), *, copy_range: int = MAX_COPY_RANGE, max_len: int = 4096,
                  fail_open: bool = False, gso: bool = False, exception_action: str = "drop",
                  observer=None, clock=time.time, fast_path: bool = True, busy_poll: float = 0.0,
-                 watch=None, watch_slot: int = 0, marker=None, handshake=None):
+                 watch=None, watch_slot: int = 0, marker=None):
         if exception_action not in ("drop", "allow"):
             raise ValueError("exception_action must be drop or allow")
         self.engine = engine
@@ -153,16 +153,12 @@ class QueueDriver:
         self.watch = watch if fast_path else None
         self.watch_mark = watch_mark(watch_slot)
         self.marker = marker
-        # Copies of the payload-less packets that complete a TCP handshake (the rules pass
-        # them without queueing): read before each queued packet, so the engine sees them
-        # in their place in the flow.
-        self.handshake = handshake if fast_path else None
         self.bindings: list = []
         self._readers: list[_BoundedReader] = []
         self.counters = {"packets": 0, "exceptions": 0, "verdict_errors": 0, "offloaded": 0,
                          "accept": 0, "drop": 0, "reject": 0, "watched": 0, "watch_packets": 0,
-                         "handshake_packets": 0, "copy_exceptions": 0, "copy_revoked": 0,
-                         "watch_ended": 0, "watch_requeued": 0}
+                         "watch_exceptions": 0, "watch_ended": 0, "watch_revoked": 0,
+                         "watch_requeued": 0}
         self._ifnames: dict[int, str | None] = {}   # ifindex -> name (interfaces rarely change)
 
     # -- binding ------------------------------------------------------------------
@@ -181,9 +177,8 @@ class QueueDriver:
             raise
 
     def close(self) -> None:
-        for reader in (self.watch, self.handshake):
-            if reader is not None:
-                reader.close()
+        if self.watch is not None:
+            self.watch.close()
         for nfq in self.bindings:
             try:
                 nfq.unbind()
@@ -196,9 +191,8 @@ class QueueDriver:
 
     def fds(self) -> list[int]:
         fds = [nfq.get_fd() for nfq in self.bindings]
-        for reader in (self.handshake, self.watch):
-            if reader is not None and reader.sock is not None:
-                fds.append(reader.fileno())
+        if self.watch is not None:
+            fds.append(self.watch.fileno())
         return fds
 
     def poll(self, timeout: float, batch: int = 512) -> int:
@@ -216,8 +210,6 @@ class QueueDriver:
             ready, _, _ = select.select(self.fds(), [], [], timeout)
         except InterruptedError:
             return 0
-        if self.handshake is not None and self.handshake.sock is not None and self.handshake.fileno() in ready:
-            self.on_handshake(self.handshake.read(batch))
         for nfq, reader in zip(self.bindings, self._readers):
             if reader.fd in ready:
                 reader.left = batch
@@ -242,8 +234,6 @@ class QueueDriver:
                 nfq.run_socket(reader)
             if self.watch is not None:
                 self.on_watched(self.watch.read(budget))
-            if self.handshake is not None:
-                self.on_handshake(self.handshake.read(budget))
             if counters["packets"] != seen:
                 idle_until = clock() + self.busy_poll
             else:
@@ -267,9 +257,6 @@ class QueueDriver:
         return name
 
     def _on_packet(self, pkt) -> None:
-        if self.handshake is not None:
-            # Handshake copies that reached us before this packet come first.
-            self.on_handshake(self.handshake.read(512))
         started = time.perf_counter()
         self.counters["packets"] += 1
         decision = None
@@ -338,24 +325,16 @@ class QueueDriver:
         A block (a classifier checkpoint, the exception policy) revokes the flow; the
         end of the classifier's watch hands the flow to the ALLOW fast path; a connection
         the engine did not know goes back to the queue."""
-        self._copies(packets, watched=True)
-
-    def on_handshake(self, packets) -> None:
-        """Copies of the SYN-ACK and the last handshake ACK of undecided connections: the
-        engine sees them; a block it decides on one revokes the connection."""
-        self._copies(packets, watched=False)
-
-    def _copies(self, packets, watched: bool) -> None:
         counters, process = self.counters, self.engine.process
-        counters["watch_packets" if watched else "handshake_packets"] += len(packets)
         for ts, data, indev, _mark in packets:
+            counters["watch_packets"] += 1
             try:
                 iface = self._ifnames.get(indev, _UNKNOWN)
                 if iface is _UNKNOWN:
                     iface = self._ifname(indev)
                 decision = process(RawPacket(ts, data, 101, wire_length(data), iface))
             except Exception:
-                counters["copy_exceptions"] += 1
+                counters["watch_exceptions"] += 1
                 continue
             flow = decision.flow
             if flow is None:
@@ -363,8 +342,6 @@ class QueueDriver:
             action = decision.action
             if action is not Action.ALLOW:
                 mark = _OFFLOAD_MARKS[action]
-            elif not watched:
-                continue
             elif flow.kernel_mark == 0:
                 # A copy of a connection this engine never gave a verdict: it forgot the
                 # flow (idle timeout, eviction) or the daemon restarted. Copies carry only
@@ -386,8 +363,8 @@ class QueueDriver:
             if mark == MARK_ALLOW:
                 counters["watch_ended"] += 1
             else:
-                counters["copy_revoked"] += 1
-                log.info("egress: revoked flow %s after a copy (%s, rule %s)%s", flow, action.value,
+                counters["watch_revoked"] += 1
+                log.info("egress: revoked watched flow %s (%s, rule %s)%s", flow, action.value,
                          decision.verdict.rule, "" if ok else ": the connmark could not be rewritten")
 
 

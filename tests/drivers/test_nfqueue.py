@@ -244,8 +244,8 @@ def test_watched_copies_revoke_a_blocked_flow_and_end_the_watch_once():
     ip = bytes([0x45, 0, 0x05, 0xdc]) + bytes(16)
     drv.on_watched([(1.0, ip, 0, 0)] * len(decisions))
     assert marker.calls == [(flow, Action.DROP), (other, Action.ALLOW)]
-    assert drv.counters["watch_packets"] == 6 and drv.counters["copy_exceptions"] == 1
-    assert drv.counters["copy_revoked"] == 1 and drv.counters["watch_ended"] == 1
+    assert drv.counters["watch_packets"] == 6 and drv.counters["watch_exceptions"] == 1
+    assert drv.counters["watch_revoked"] == 1 and drv.counters["watch_ended"] == 1
     assert drv.counters["packets"] == 0                 # copies are not queued packets: no verdict
     assert engine.seen[0].wire_len == 1500              # the copy is cut; its size comes from the header
 
@@ -264,29 +264,3 @@ def test_copies_of_a_connection_the_engine_does_not_know_send_it_back_to_the_que
     assert marker.calls == [(fresh, "requeue")] and drv.counters["watch_requeued"] == 1
     # The detectors start over on the whole packets that the queue will bring.
     assert [x for x in engine.seen if isinstance(x, tuple)] == [("reinspect", fresh)]
-
-
-def test_handshake_copies_are_read_before_each_queued_packet_and_never_requeue():
-    from egress.types import Mode
-
-    class Copies(FakeWatch):
-        def __init__(self, batches):
-            self.batches = list(batches)
-
-        def read(self, batch):
-            return self.batches.pop(0) if self.batches else []
-
-    undecided, blocked = FakeFlow(), FakeFlow()
-    drop = Verdict(Action.DROP, Mode.ENFORCE, "policy", ())
-    ip = bytes([0x45, 0, 0, 40]) + bytes(36)
-    engine = ScriptedEngine(Decision(Action.ALLOW, Verdict(), undecided),      # the SYN-ACK copy
-                            Decision(Action.ALLOW, Verdict(), undecided),      # then the queued packet
-                            Decision(Action.DROP, drop, blocked, offload=True))
-    marker = RecordingMarker()
-    drv = QueueDriver(engine, marker=marker, handshake=Copies([[(1.0, ip, 0, 0)], [], [(2.0, ip, 0, 0)]]))
-    pkt = FakePacket(payload=ip)
-    drv._on_packet(pkt)
-    assert [raw.ts for raw in engine.seen][:1] == [1.0] and pkt.verdicts == ["accept"]
-    assert marker.calls == [] and drv.counters["watch_requeued"] == 0     # undecided is normal here
-    drv.on_handshake([(2.0, ip, 0, 0)])
-    assert marker.calls == [(blocked, Action.DROP)] and drv.counters["handshake_packets"] == 2

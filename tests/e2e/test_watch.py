@@ -84,8 +84,8 @@ def test_tls_miner_is_watched_then_revoked_by_the_classifier(lab, model):
     assert flow["ml"]["class"] == "mining"
     counters = stats(gw)
     assert counters["driver.watched"] >= 1 and counters["nflog.packets"] >= 1
-    assert counters["driver.copy_revoked"] == 1 and counters["conntrack.revoked"] == 1
-    assert "after a copy (drop, rule block-classified-mining)" in gw.stderr()
+    assert counters["driver.watch_revoked"] == 1 and counters["conntrack.revoked"] == 1
+    assert "revoked watched flow" in gw.stderr()
     # Revoked: the client kept submitting a share every 50 ms for 5 s (~100), the pool
     # stopped hearing from it after the checkpoint that blocked the flow.
     heard = [json.loads(l) for l in open(record) if '"dir": "in"' in l]
