@@ -19,9 +19,8 @@ Guarantees (the FlowClassifier protocol in notes/ENGINE_API.md):
   `early.threshold`), else the first class (benign). A flow with fewer than
   `min_payload_packets` payload packets is benign whatever its scores (two banners are
   not evidence of anything): its result says `"evidence": "insufficient"`, which the
-  policy honours (it acts on no score of such a result), and the model is not even run
-  at such a flow's packet-count checkpoints (their result could not change anything).
-  At flow end the model always runs, so a flow event always reports `scores`.
+  policy honours (it acts on no score of such a result), and the model is not run for
+  such a flow at all (its result could not change anything): `scores` is then empty.
 - Works with signatures off: detector features are then zero, as in training.
 """
 from __future__ import annotations
@@ -124,7 +123,10 @@ class FlowClassifier:
         return changed
 
     def on_end(self, flow) -> None:
-        self.score(flow, final=True)
+        if flow.features.payload_packets() < self._min_payload:
+            flow.ml = self._no_evidence
+        else:
+            self.score(flow, final=True)
 
     # -- scoring ------------------------------------------------------------------------
 

@@ -117,9 +117,9 @@ def test_too_little_evidence_is_benign(bundle_dir):
     clf.start(ended)
     for i in range(3):
         clf.on_packet(ended, _pkt(100.0 + i), i % 2)
-    clf.on_end(ended)                        # at flow end the model runs: scores for the record
-    assert ended.ml["class"] == "benign" and ended.ml["scores"]["mining"] == 0.98
-    assert ended.ml["evidence"] == "insufficient"
+    clf.on_end(ended)                        # nor at flow end: nothing to report but that
+    assert ended.ml == {"model": ended.ml["model"], "class": "benign", "scores": {}, "evidence": "insufficient"}
+    assert clf.scored == 0
     clf.on_packet(flow, _pkt(109.0), 0)      # the fourth payload packet
     clf.on_end(flow)
     assert flow.ml["class"] == "mining" and "evidence" not in flow.ml
