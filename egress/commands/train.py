@@ -335,7 +335,7 @@ def _card(name: str, classes, thresholds, meta: dict, early: dict) -> str:
                __import__("egress.features.schema", fromlist=["x"]).SCHEMA_VERSION), "",
            "- classes: %s; a non-benign class is reported when its score reaches its threshold %s"
            " (before %d packets, unless the flow ended: at least %.2f); with fewer than %d payload packets a flow"
-           " is benign (too little evidence)" % (
+           " is benign (too little evidence: the model is not run, and no policy rule acts on it)" % (
                ", ".join(classes), json.dumps(thresholds), early["packets"], early["threshold"],
                early["min_payload_packets"]),
            "- training: seed %s, %s rounds, params %s; every row also seen with detector features zeroed"
