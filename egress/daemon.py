@@ -336,8 +336,9 @@ class Supervisor:
     every worker sees whole flows and keeps its own engine, and one sandbox's
     connections to one server still spread over all workers. Worker i has slot i: its
     queue, its NFLOG watch group (watch_group + i) and its peer address, over which the
-    workers share the DNS answers their policies learn (egress.drivers.peers). The supervisor validates the rules and model first (exit 2 on bad input),
-    starts the workers (each binds its queue and sets its flags, but installs no rules),
+    workers share the DNS answers their policies learn (egress.drivers.peers).
+
+    The supervisor validates the rules and model first (exit 2 on bad input), starts the workers (each binds its queue and sets its flags, but installs no rules),
     installs the rules once all are bound, forwards SIGHUP to every worker, restarts a
     worker that dies (a few times), and on SIGTERM removes the rules, then stops the
     workers (each drains its queue and writes its flow events).

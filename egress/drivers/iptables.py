@@ -32,9 +32,12 @@ that is not decided for good. WATCH (rules w, present when `watch_group` is set)
 allowed flow that the classifier still watches: its packets pass at once and a copy of
 their headers goes to the NFLOG group of the worker that owns the flow (the SLOT bits of
 the mark; see egress.drivers.nflog); the daemon later rewrites the connmark to ALLOW when
-the classifier is done, or to DROP/REJECT when a checkpoint blocks the flow. Marks never cross network namespaces (the kernel scrubs
-them on veth), so a sandbox cannot pre-mark its packets in gateway mode; in sidecar mode
-it would need CAP_NET_ADMIN (SO_MARK), which a sandbox must not have.
+the classifier is done, or to DROP/REJECT when a checkpoint blocks the flow. (A WATCH
+verdict mark on an untracked packet is accepted like ALLOW, between rules 6 and 7.)
+
+Marks never cross network namespaces (the kernel scrubs them on veth), so a sandbox
+cannot pre-mark its packets in gateway mode; in sidecar mode it would need CAP_NET_ADMIN
+(SO_MARK), which a sandbox must not have.
 Revocation rewrites the connmark of a live connection (see egress.drivers.enforce).
 
 Guarantees:
@@ -57,7 +60,7 @@ CHAIN_PREFIX = "EGRESS-"
 
 # Packet/conn mark bits egress owns (other bits are left alone).
 MARK_MASK = 0x0F000000          # the verdict
-SLOT_MASK = 0x00F00000          # which worker watches a WATCH flow (up to 16)
+SLOT_MASK = 0x00F00000          # the worker that owns the connection: its queue, its NFLOG group
 SLOT_SHIFT = 20
 OWNED_BITS = MARK_MASK | SLOT_MASK
 MARK_SAVE = 0x08000000          # marks with this bit are copied into the connmark
