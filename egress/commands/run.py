@@ -84,7 +84,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peers", metavar="TOKEN:COUNT", help=argparse.SUPPRESS)
     p.add_argument("--copy-range", type=int, default=1500, help="bytes of each packet copied to us (<= 1500)")
     p.add_argument("--queue-maxlen", type=int, default=4096, help="kernel queue length")
-    p.add_argument("--no-rules", action="store_true", help="do not install iptables rules (they exist already)")
+    p.add_argument("--no-rules", action="store_true",
+                   help="do not install iptables rules (they exist already, e.g. from `egress iptables install` "
+                        "with the same --queue and --watch-group)")
     p.add_argument("--no-signatures", action="store_true", help="protocol detectors off (classifier alone)")
     p.add_argument("--workers", action="store_true",
                    help="with a queue range: one worker process per queue (scale-out past the GIL); each "
