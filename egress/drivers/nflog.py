@@ -39,12 +39,10 @@ NFULNL_MSG_CONFIG = 1
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLMSG_ERROR = 0x2
-NLMSG_DONE = 0x3
 
 # config attributes (linux/netfilter/nfnetlink_log.h)
 NFULA_CFG_CMD = 1
 NFULA_CFG_MODE = 2
-NFULA_CFG_NLBUFSIZ = 3
 NFULA_CFG_TIMEOUT = 4
 NFULA_CFG_QTHRESH = 5
 NFULNL_CFG_CMD_BIND = 1
@@ -189,7 +187,7 @@ class NflogReader:
     def read(self, batch: int = 512) -> list[tuple[float, bytes, int, int]]:
         """Up to `batch` packets that are waiting, without blocking."""
         out: list = []
-        sock, counters, now = self.sock, self.counters, None
+        sock, counters, clock = self.sock, self.counters, self.clock
         while len(out) < batch:
             try:
                 data = sock.recv(65536)
@@ -200,9 +198,8 @@ class NflogReader:
                     counters["overrun"] += 1
                     continue
                 raise
+            now = clock()           # each datagram is read as soon as it is queued (one packet each)
             for ts, payload, indev, mark in parse_messages(data, counters):
-                if now is None:
-                    now = self.clock()
                 if not now - 1.0 < ts <= now + 0.001:
                     ts = now
                 out.append((ts, payload, indev, mark))
