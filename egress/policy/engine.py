@@ -571,16 +571,7 @@ class PolicyEngine:
                 dynamic.append(why)
         if unknown:
             return None, _NO_REASONS, False
-        reasons = []
-        if rule.proto is not None:
-            reasons.append("proto %s" % proto_name(flow.proto).lower())
-        if dest_net is not None:
-            reasons.append("dest %s in %s" % (ip_text(flow.server_ip), dest_net))
-        if src_net is not None:
-            reasons.append("src %s in %s" % (ip_text(flow.client_ip), src_net))
-        if rule.ports is not None:
-            reasons.append("port %d" % flow.server_port)
-        reasons += dynamic
+        reasons = _static_reasons(rule, flow, dest_net, src_net) + dynamic
         if not reasons:
             reasons.append("rule %s matches every flow" % rule.name)
         return True, reasons, False
