@@ -17,20 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "default"
 
 
-# 2 x 400 request/answer rounds of 100 bytes with the echo server on one connection,
-# every answer checked: each message is a packet of its own (no segmentation offload
-# merges them), so the first half takes the flow past the classifier's 512-packet
-# checkpoint; the pause lets the daemon catch up with the copies (the watch is
-# asynchronous) and hand the flow to the fast path before the second half.
-PING_PONG = """
-import socket, sys, time
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-ok = 0
-for i in range(800):
-    if i == 400:
-        time.sleep(1.0)
-    msg = (b"%04d" % i) * 25
+# Send a message to the echo server and check that exactly it comes back.
+EXCHANGE = """
+import json, socket, sys, time
+def exchange(s, msg):
     s.sendall(msg)
     got = b""
     while len(got) < len(msg):
@@ -38,7 +28,22 @@ for i in range(800):
         if not chunk:
             break
         got += chunk
-    ok += got == msg
+    return got == msg
+"""
+
+# 2 x 400 request/answer rounds of 100 bytes with the echo server on one connection,
+# every answer checked: each message is a packet of its own (no segmentation offload
+# merges them), so the first half takes the flow past the classifier's 512-packet
+# checkpoint; the pause lets the daemon catch up with the copies (the watch is
+# asynchronous) and hand the flow to the fast path before the second half.
+PING_PONG = EXCHANGE + """
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+ok = 0
+for i in range(800):
+    if i == 400:
+        time.sleep(1.0)
+    ok += exchange(s, (b"%04d" % i) * 25)
 s.close()
 print("intact %d" % ok)
 """
@@ -120,27 +125,17 @@ def test_a_watched_conversation_ends_its_watch_on_the_fast_path_intact(lab, mode
 
 # A conversation that turns into mining after a pause (for the daemon's restart): 50
 # ordinary messages, a pause, one more, then a Stratum subscribe on the same connection.
-TURNS_MINER = """
-import json, socket, sys, time
+TURNS_MINER = EXCHANGE + """
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-def exchange(msg):
-    s.sendall(msg)
-    got = b""
-    while len(got) < len(msg):
-        chunk = s.recv(len(msg) - len(got))
-        if not chunk:
-            break
-        got += chunk
-    return got == msg
-ok = sum(exchange((b"%04d" % i) * 25) for i in range(50))
+ok = sum(exchange(s, (b"%04d" % i) * 25) for i in range(50))
 print("paused %d" % ok, flush=True)
 sys.stdin.readline()
-print("after %d" % exchange(b"hello again\\n"), flush=True)
+print("after %d" % exchange(s, b"hello again\\n"), flush=True)
 time.sleep(0.5)           # the watch path is asynchronous: give the daemon its reaction time
 subscribe = json.dumps({"id": 1, "method": "mining.subscribe", "params": ["cgminer/4.12.1"]}).encode() + b"\\n"
 try:
-    print("mining %d" % exchange(subscribe), flush=True)
+    print("mining %d" % exchange(s, subscribe), flush=True)
 except OSError as exc:
     print("mining blocked: %s" % type(exc).__name__, flush=True)
 """
