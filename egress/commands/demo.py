@@ -273,7 +273,10 @@ class Demo:
 
 def _ml_text(ml: dict) -> str:
     """The classifier's class, and its top score when that names another class (the class
-    can stay benign below a threshold, or with too few packets to count as evidence)."""
+    can stay benign below a threshold); a flow with too few payload packets to count as
+    evidence was not scored at all."""
+    if ml.get("evidence") == "insufficient":
+        return "not scored (too little evidence)"
     scores = ml.get("scores", {})
     text = "%s %.2f" % (ml["class"], scores.get(ml["class"], 0.0))
     top = max(scores, key=scores.get, default=ml["class"])
