@@ -270,21 +270,18 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(rng.uniform(0.5, 1.5) * interval)
                 msg = json.dumps({"type": "update", "seq": rng.randrange(1 << 30),
                                   "payload": "p" * rng.randrange(20, 600)}).encode()
-                try:
-                    with lock:
-                        sock.sendall(ws_frame(msg, mask=False))
-                except OSError:
+                if not _ws_send(sock, lock, msg):
                     return
         threading.Thread(target=pusher, daemon=True).start()
+        self._ws_answer(sock, lock, alive, lambda data: {"type": "ack", "n": len(data)})
+
+    def _ws_answer(self, sock, lock, alive: list, reply) -> None:
+        """Answer every client message with reply(message) until the client closes or the
+        socket fails; then stop the server-side sender (`alive`) and the connection."""
         while True:
             data = _ws_read(self.rfile)
-            if data is None:
+            if data is None or not _ws_send(sock, lock, json.dumps(reply(data)).encode()):
                 break
-            with lock:
-                try:
-                    sock.sendall(ws_frame(json.dumps({"type": "ack", "n": len(data)}).encode(), mask=False))
-                except OSError:
-                    break
         alive[0] = False
         self.close_connection = True
 
@@ -311,28 +308,28 @@ class _Handler(BaseHTTPRequestHandler):
                         d = {"channel": rng.choice(["general", "ops", "ci"]),
                              "text": "c" * int(rng.lognormvariate(4.0, 1.2))}
                     msg = json.dumps({"op": 0, "s": seq, "t": "DISPATCH", "d": d}).encode()
-                    try:
-                        with lock:
-                            sock.sendall(ws_frame(msg, mask=False))
-                    except OSError:
+                    if not _ws_send(sock, lock, msg):
                         return
         threading.Thread(target=publisher, daemon=True).start()
-        while True:
-            data = _ws_read(self.rfile)
-            if data is None:
-                break
+
+        def reply(data: bytes) -> dict:
             try:
                 op = json.loads(data).get("op")
             except ValueError:
                 op = None
-            reply = {"op": 11} if op == 1 else {"op": 9, "ok": True}
-            with lock:
-                try:
-                    sock.sendall(ws_frame(json.dumps(reply).encode(), mask=False))
-                except OSError:
-                    break
-        alive[0] = False
-        self.close_connection = True
+            return {"op": 11} if op == 1 else {"op": 9, "ok": True}
+        self._ws_answer(sock, lock, alive, reply)
+
+
+def _ws_send(sock, lock, msg: bytes) -> bool:
+    """One server WebSocket frame (unmasked), serialised with the other sender; False once
+    the socket fails."""
+    try:
+        with lock:
+            sock.sendall(ws_frame(msg, mask=False))
+    except OSError:
+        return False
+    return True
 
 
 def _query(path: str) -> dict:
