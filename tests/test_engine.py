@@ -153,6 +153,35 @@ def test_port_reuse_after_close_starts_a_new_flow():
     assert len(flows) == 2 and flows[0]["flow_id"] != flows[1]["flow_id"]
 
 
+def test_port_reuse_whose_close_went_unseen_is_a_new_flow_and_is_inspected():
+    """Live, a decided flow's FIN never reaches the engine (the kernel fast path carries
+    it): a new connection on the same 5-tuple must not inherit the old flow's verdict."""
+    engine = Engine(detectors=[LineDetector()], policy=BlockMining(), observers=[])
+    first = craft.TcpSession(CLIENT, SERVER).handshake().send(True, b"GET / HTTP/1.0\n")
+    second = craft.TcpSession(CLIENT, SERVER, t0=first.t + 1, client_isn=9000).handshake()
+    second.send(True, LOGIN)
+    decisions = run(first.packets + second.packets, engine)
+    assert decisions[3].action is Action.ALLOW and decisions[3].flow.verdict.rule == "default"
+    assert decisions[-2].action is Action.DROP          # the login on the reused port
+    assert decisions[-2].flow is not decisions[3].flow
+    reused = [e for e in engine.drain_events() if e["event_type"] == "flow"]
+    assert [e["flow"]["reason"] for e in reused] == ["reused"]
+
+
+def test_a_retransmitted_syn_stays_in_its_flow_and_a_late_one_from_the_server_too():
+    engine = Engine(detectors=[], observers=[])
+    s = craft.TcpSession(CLIENT, SERVER).handshake()
+    syn = s.packets[0][1]
+    s.send(True, b"data")
+    packets = s.packets[:1] + [(s.packets[0][0] + 0.5, syn)] + s.packets[1:] + [(s.t, syn)]
+    decisions = run(packets, engine)
+    assert len({id(d.flow) for d in decisions}) == 1
+    assert decisions[-1].flow.pkts_toserver == 5
+    # The server side opening towards the client's port while the flow lives: reuse.
+    late = craft.tcp(SERVER[0], CLIENT[0], SERVER[1], CLIENT[1], "S", seq=77)
+    assert engine.process(RawPacket(s.t + 0.1, late, 101)).flow is not decisions[-1].flow
+
+
 def test_garbage_never_raises_and_is_counted():
     engine = Engine(detectors=[LineDetector()], policy=BlockMining(), observers=[])
     for i, junk in enumerate([b"", b"\x45", b"\x60" + b"\x00" * 10, b"\x99" * 64]):

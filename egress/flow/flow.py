@@ -24,6 +24,7 @@ END_TIMEOUT = "timeout"
 END_CLOSED = "closed"
 END_EVICTED = "forced"
 END_SHUTDOWN = "shutdown"
+END_REUSED = "reused"        # a new connection on the same 5-tuple (its close went unseen)
 
 
 class Flow:
@@ -35,7 +36,7 @@ class Flow:
         "start", "last", "pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient",
         "payload_toserver", "payload_toclient", "first_payload_dir", "sizes",
         # TCP state
-        "state", "syn", "synack", "fin_toserver", "fin_toclient", "rst", "end_reason",
+        "state", "syn", "isn", "synack", "fin_toserver", "fin_toclient", "rst", "end_reason",
         # inspection
         "streams", "datagrams", "inspecting", "payload_packets", "app_proto", "facts", "detections", "anomalies",
         # classification, policy
@@ -69,6 +70,7 @@ class Flow:
         self.sizes: list | None = None      # first payload packets: (ts, direction, length)
         self.state = STATE_NEW
         self.syn = False
+        self.isn = -1                       # the client's initial sequence number; -1: no SYN seen
         self.synack = False
         self.fin_toserver = False
         self.fin_toclient = False

