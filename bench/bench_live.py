@@ -10,11 +10,13 @@ in the same run:
 - latency: TCP ping-pong of 1-byte messages on one connection; egress with every packet
   queued, so each round trip crosses the queue twice: added latency per queued packet =
   (RTT - baseline RTT) / 2, p50 and p99;
-- new connections per second (connect, request, echo, close; 2 client processes with 1
-  or 8 connections in flight each; a 1-byte request, on which no detector can conclude
-  before the close, or an HTTP GET), every connection fully inspected by egress until it
-  is decided; without rules, and with rules/default.yaml + models/default, with
-  --busy-poll, and with two worker processes (--queue 0-1 --workers);
+- new connections per second (connect, request, echo, the server closes, so does the
+  client; 2 client processes with 1 or 8 connections in flight each; a 1-byte request,
+  on which no detector can conclude before the close, or an HTTP GET), every connection
+  fully inspected by egress until it is decided; without rules, and with
+  rules/default.yaml + models/default, with --busy-poll, and with two worker processes
+  (--queue 0-1 --workers); and once for `--long` seconds with rules and model (the steady
+  state: flows then also end, and their flow events are built, inside the run);
 - bulk TCP with rules/default.yaml and models/default loaded: flows must still reach the
   kernel fast path;
 - verdicts per second on the queue path (packets egress answered / second, from the
@@ -133,9 +135,11 @@ while sel.get_map():
                 s.send(payload); sel.modify(s, selectors.EVENT_READ, state); continue
             d = s.recv(4096)
             if d:
+                # Read until the server's close: a client that closes first keeps its side
+                # in TIME_WAIT, and at a few thousand connections/s the port range runs out
+                # within seconds (connect() then crawls; measured with egress's latency).
                 state[1] += d
-                if len(state[1]) < len(payload):
-                    continue
+                continue
             ok += state[1] == payload; bad += state[1] != payload
         except OSError:
             bad += 1
@@ -261,12 +265,14 @@ class Bench:
             total += (int(fields[11]) + int(fields[12])) / tick
         return total
 
-    def conns(self, clients: int = 2, inflight: int = 1, payload: str = "x") -> tuple[float, int, float]:
+    def conns(self, clients: int = 2, inflight: int = 1, payload: str = "x",
+              seconds: float | None = None) -> tuple[float, int, float]:
         """New connections per second: `clients` processes with `inflight` connections each;
         with the daemon's CPU microseconds per connection during the run (0 for the baseline)."""
         cpu_before = self.daemon_cpu()
         port = self.server("conn")
-        procs = [self.topo.popen("sbx", [PY, "-c", CONNS, self.ext, str(port), str(self.seconds), "100000",
+        seconds = seconds or self.seconds
+        procs = [self.topo.popen("sbx", [PY, "-c", CONNS, self.ext, str(port), str(seconds), "1000000",
                                          str(inflight), payload], stdout=subprocess.PIPE, text=True)
                  for _ in range(clients)]
         total_ok = total_bad = 0
@@ -302,6 +308,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating baseline/egress rounds (median reported)")
     ap.add_argument("--busy-poll", type=float, default=200.0, metavar="USEC",
                     help="the --busy-poll value of the busy-polling runs (default 200; 0: no such runs)")
+    ap.add_argument("--long", type=float, default=20.0, metavar="SECONDS",
+                    help="one HTTP GET run of this length with rules and model, for the steady state (0: none)")
     ap.add_argument("--append", metavar="FILE", help="append the results as a markdown section")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -349,6 +357,11 @@ def main() -> int:
         else:
             bulk_rounds("bulk_model")
             conn_rounds("conns_model")
+            if args.long > 0:
+                name = "HTTP GET, 2 clients x 8 in flight, %g s" % args.long
+                b.rules(False); base = b.conns(2, 8, HTTP_REQUEST, args.long)
+                b.rules(True); egress = b.conns(2, 8, HTTP_REQUEST, args.long)
+                results["conns_model_long"] = {name: {"baseline": base, "egress": egress}}
             b.rules(False)
             b.stop_egress()
             if args.busy_poll > 0:
@@ -401,8 +414,8 @@ def report(r: dict, args) -> str:
         "Command (root; namespaces egl2-* sbx -> gw -> ext on veth, 10.207.0.0/16; %g s per measurement):"
         % args.seconds,
         "",
-        "    python bench/bench_live.py --seconds %g --rounds %d --busy-poll %g --append BENCHMARKS.md"
-        % (args.seconds, args.rounds, args.busy_poll),
+        "    python bench/bench_live.py --seconds %g --rounds %d --busy-poll %g --long %g --append BENCHMARKS.md"
+        % (args.seconds, args.rounds, args.busy_poll, args.long),
         "",
         "Machine: %d vCPU (%s), kernel %s, Python %s; clients, servers and egress share the CPUs "
         "(load average %.2f before, %.2f after). Run on %s. Baselines are the same traffic through the "
@@ -436,7 +449,8 @@ def report(r: dict, args) -> str:
                      % (name, b99, q99, (q99 - b99) / 2))
     for key, name in (("conns_plain", "no rules, no model"), ("conns_model", "rules + model"),
                       ("conns_model_busy", "rules + model, --busy-poll %g" % args.busy_poll),
-                      ("conns_model_workers", "rules + model, 2 workers (--queue 0-1 --workers)")):
+                      ("conns_model_workers", "rules + model, 2 workers (--queue 0-1 --workers)"),
+                      ("conns_model_long", "rules + model, steady state (flows also end in the run)")):
         for variant, x in r.get(key, {}).items():
             (cb, cb_bad, _), (ce, ce_bad, cpu_us) = x["baseline"], x["egress"]
             lines.append("| new connections/s, fully inspected: %s; %s | %.0f | %.0f | %.0f %% (failed: %d / %d; "
