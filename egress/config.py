@@ -27,6 +27,7 @@ class EngineConfig:
     max_inspect_packets: int = 96      # payload packets a flow's detectors may wait for, then inspection ends
     max_flows: int = 200_000           # flow table cap; the least recently seen flow is evicted, counted
     timeouts: Timeouts = field(default_factory=Timeouts)
-    sweep_interval: float = 1.0        # seconds of packet time between timeout sweeps
+    sweep_interval: float = 0.1        # seconds of packet time between timeout sweeps
+    sweep_budget: int = 1_000          # flows looked at per sweep: a full table is swept in rounds
     signatures: bool = True            # run protocol detectors (off: classifier alone)
     exception_action: str = "drop"     # what an internal error does to the packet's flow: drop | allow

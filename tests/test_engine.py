@@ -143,6 +143,26 @@ def test_flows_expire_by_packet_time_and_the_cap_evicts_the_least_recent():
     assert reasons == ["forced", "forced", "timeout", "timeout", "timeout"]
 
 
+def test_a_sweep_looks_at_a_bounded_number_of_flows_and_goes_round_the_table():
+    """A full table must not stall the packets behind one sweep: each sweep looks at
+    `sweep_budget` flows, least recently seen first; a flow's own packet does not wait."""
+    config = EngineConfig(sweep_budget=3, sweep_interval=1000.0, timeouts=Timeouts(udp=5.0))
+    engine = Engine(config, detectors=[], observers=[])
+    t = 1000.0
+    for i in range(7):
+        engine.process(RawPacket(t + i * 0.01, craft.udp("10.200.0.2", "10.200.1.2", 40000 + i, 53, b"q"), 101))
+    ports = lambda: [e["src_port"] for e in engine.drain_events()]
+    engine.advance(t + 100)
+    assert len(engine.table) == 4 and ports() == [40000, 40001, 40002]
+    # A late packet of a flow not swept yet ends it and starts a new one at once.
+    late = engine.process(RawPacket(t + 100.5, craft.udp("10.200.0.2", "10.200.1.2", 40006, 53, b"q"), 101))
+    assert late.flow.start == t + 100.5 and ports() == [40006]
+    engine.advance(t + 101)
+    assert ports() == [40003, 40004, 40005]
+    engine.advance(t + 102)           # a new round: only the new flow is left, and it is fresh
+    assert ports() == [] and len(engine.table) == 1
+
+
 def test_port_reuse_after_close_starts_a_new_flow():
     engine = Engine(detectors=[], observers=[])
     first = craft.TcpSession(CLIENT, SERVER).handshake().send(True, b"a").close()
