@@ -4,6 +4,7 @@ Layout (the same for IPv4 and IPv6, so nothing bypasses egress over v6). One cha
 EGRESS-FWD (gateway: jumped to from FORWARD for traffic from and to the sandbox side)
 or EGRESS-OUT (sidecar: jumped to from OUTPUT and INPUT, loopback excepted)::
 
+    0 -m conntrack --ctstate INVALID  -j DROP                   (see "INVALID" below)
     1 -m mark --mark SAVE/SAVE        -j CONNMARK --save-mark   (verdict mark -> connmark)
     2 -m connmark --mark ALLOW/MASK   -j ACCEPT                 (fast path: decided flows
     3 -m connmark --mark DROP/MASK    -j DROP                    never reach the queue)
@@ -26,14 +27,36 @@ decided packet its verdict as a mark plus NF_REPEAT: the packet re-enters the ch
 from the top, rule 1 copies the mark into the connmark, and rules 2-5 apply it, to this
 packet and, without queueing, to every later packet of the flow in both directions.
 Rules 6-9 apply the mark of a repeated packet that has no conntrack entry (IPv6
-neighbour discovery, INVALID packets): measured, without them such a packet loops
-between the queue and the chain. REJECT_ONCE (not saved) rejects one packet of a flow
-that is not decided for good. WATCH (rules w, present when `watch_group` is set) is an
-allowed flow that the classifier still watches: its packets pass at once and a copy of
-their headers goes to the NFLOG group of the worker that owns the flow (the SLOT bits of
-the mark; see egress.drivers.nflog); the daemon later rewrites the connmark to ALLOW when
-the classifier is done, or to DROP/REJECT when a checkpoint blocks the flow. (A WATCH
+neighbour discovery and MLD, which conntrack leaves UNTRACKED, e.g. in a sidecar; raw
+NOTRACK): measured, without them such a packet loops between the queue and the chain.
+REJECT_ONCE (not saved) rejects one packet of a flow that is not decided for good. WATCH
+(rules w, present when `watch_group` is set) is an allowed flow that the classifier
+still watches: its packets pass at once and a copy of their headers goes to the NFLOG
+group of the worker that owns the flow (the SLOT bits of the mark; see
+egress.drivers.nflog); the daemon later rewrites the connmark to ALLOW when the
+classifier is done, or to DROP/REJECT when a checkpoint blocks the flow. (A WATCH
 verdict mark on an untracked packet is accepted like ALLOW, between rules 6 and 7.)
+
+INVALID (rule 0, both families, counted by the rule: `iptables -L EGRESS-FWD -v`): a
+packet conntrack cannot place in a connection (out of the receiver's window, bad
+checksum, a FIN or RST of no known connection, an ICMP error about nothing) carries no
+conntrack entry, hence no connmark, and used to fall through to the queue. That was an
+evasion, shown end to end in tests/e2e/test_evasion.py: the sandbox client and an
+outside server of the same attacker each send a FIN far outside the receiver's window
+from a raw socket; the real endpoints ignore them, but the engine took both directions
+as closed, its detectors concluded on empty streams, the flow was allowed and
+fast-pathed, and the Stratum login that followed reached the pool. Such packets are now
+dropped before anything else, as a stateful IPS does: never queued (the engine never
+sees what the endpoints will not accept) and never forwarded. Measured on the lab
+(gateway and sidecar, IPv4 and IPv6: TCP, UDP, ICMP echo, IPv6 neighbour discovery, the
+reject paths, a connection kept across a daemon stop/start) and by the e2e suite: no
+legitimate packet hit the rule. What it can cost: stragglers conntrack no longer knows
+(retransmissions after a close, a FIN/RST of a connection idle since before the rules
+were installed, unsolicited ICMP errors) are dropped instead of inspected.
+Not closed by this (the engine's part, see the xfail in tests/e2e/test_evasion.py): a
+fake FIN that is in window for conntrack but that the receiver discards anyway
+(measured: a TCP timestamp failing PAWS; likewise, untested, a TTL that expires past the
+gateway) still ends the direction in the engine.
 
 Marks never cross network namespaces (the kernel scrubs them on veth), so a sandbox
 cannot pre-mark its packets in gateway mode; in sidecar mode it would need CAP_NET_ADMIN
@@ -156,6 +179,11 @@ def chain_rules(spec: RuleSpec, family: int) -> list[str]:
     m = "0x%x" % MARK_MASK
     owned = "0x%x" % OWNED_BITS
     return [
+        # Packets conntrack calls INVALID (out of window, bad checksum, a FIN or RST of no
+        # known connection, ...) carry no conntrack entry and so no connmark: queued, a fake
+        # FIN that the receiver ignores would end a direction in the engine (see the module
+        # docstring). Dropped first, for both families, and counted by this rule.
+        "-m conntrack --ctstate INVALID %s -j DROP" % _tag(),
         "-m mark --mark 0x%x/0x%x %s -j CONNMARK --save-mark --nfmask %s --ctmask %s"
         % (MARK_SAVE, MARK_SAVE, _tag(), owned, owned),
         "-m connmark --mark 0x%x/%s %s -j ACCEPT" % (MARK_ALLOW, m, _tag()),
@@ -164,7 +192,7 @@ def chain_rules(spec: RuleSpec, family: int) -> list[str]:
         "-m connmark --mark 0x%x/%s %s -j REJECT --reject-with %s" % (MARK_REJECT, m, _tag(), unreach),
         *watch_rules(spec),
         # The verdict mark itself, for packets conntrack does not track (IPv6 neighbour
-        # discovery in a sidecar, INVALID): without these they would be queued again forever.
+        # discovery in a sidecar): without these they would be queued again forever.
         "-m mark --mark 0x%x/%s %s -j ACCEPT" % (MARK_ALLOW, m, _tag()),
         "-m mark --mark 0x%x/%s %s -j ACCEPT" % (MARK_WATCH, m, _tag()),
         "-m mark --mark 0x%x/%s %s -j DROP" % (MARK_DROP, m, _tag()),

@@ -51,7 +51,7 @@ def test_removal_of_nothing_is_none():
 
 
 def test_chain_order_saves_the_verdict_mark_before_the_fast_path_and_queues_last():
-    rules = chain_rules(RuleSpec(), 4)
+    rules = chain_rules(RuleSpec(), 4)[1:]
     assert "--save-mark" in rules[0] and "0x%x/0x%x" % (MARK_SAVE, MARK_SAVE) in rules[0]
     assert "connmark --mark 0x%x/0x%x" % (MARK_ALLOW, MARK_MASK) in rules[1] and rules[1].endswith("-j ACCEPT")
     assert rules[-1].endswith("-j NFQUEUE --queue-num 0")
@@ -60,6 +60,16 @@ def test_chain_order_saves_the_verdict_mark_before_the_fast_path_and_queues_last
     # Repeated packets without conntrack are decided by their own mark before the queue.
     assert any(r.startswith("-m mark --mark 0x%x/0x%x" % (MARK_ALLOW, MARK_MASK)) and r.endswith("-j ACCEPT")
                for r in rules[:-1])
+
+
+@pytest.mark.parametrize("family", [4, 6])
+@pytest.mark.parametrize("spec", [RuleSpec(), RuleSpec(mode="sidecar"), RuleSpec(queues=(0, 1, 2), watch_group=5700)])
+def test_invalid_packets_are_dropped_before_anything_can_queue_or_accept_them(spec, family):
+    """A packet conntrack calls INVALID (e.g. a fake FIN far outside the receiver's window)
+    has no connmark: queued, it would end a direction in the engine. It is dropped first."""
+    rules = chain_rules(spec, family)
+    assert rules[0] == "-m conntrack --ctstate INVALID -m comment --comment egress -j DROP"
+    assert sum("INVALID" in r for r in rules) == 1
 
 
 def test_ipv6_rejects_with_icmp6_and_bypass_is_an_option():
@@ -114,7 +124,7 @@ def test_watch_rules_copy_each_slot_to_its_group_then_accept_before_the_queue():
     accept = "-m connmark --mark 0x%x/0x%x -m comment --comment egress -j ACCEPT" % (MARK_WATCH, MARK_MASK)
     assert rules.index(accept) == rules.index(nflog[-1]) + 1 < len(rules) - 1
     # The save rule keeps the slot bits, so the connmark says which worker watches.
-    assert "--nfmask 0x%x --ctmask 0x%x" % (OWNED_BITS, OWNED_BITS) in rules[0]
+    assert "--nfmask 0x%x --ctmask 0x%x" % (OWNED_BITS, OWNED_BITS) in rules[1]
     assert MARK_WATCH & MARK_SAVE and watch_mark(1) & MARK_MASK == MARK_WATCH
 
 
@@ -142,7 +152,8 @@ def test_install_and_remove_are_idempotent_in_a_namespace():
         once = ipt.ours()
         ipt.install(spec)
         assert ipt.ours() == once
-        assert sum(1 for l in once if l.startswith("v6 -A EGRESS-FWD")) == 13
+        assert sum(1 for l in once if l.startswith("v6 -A EGRESS-FWD")) == 14
+        assert sum(1 for l in once if "--ctstate INVALID" in l and l.endswith("-j DROP")) == 2
         assert sum(1 for l in once if "NFLOG" in l) == 2
         assert ipt.remove() == 6 and ipt.remove() == 0
         assert ipt.ours() == []
