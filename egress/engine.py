@@ -11,6 +11,10 @@ Guarantees:
   gives the verdicts the live daemon gave, minus the kernel's part.
 - The policy is consulted on a flow's first packet and again only when
   something it reads changed (a detection, a fact, a classifier score).
+- A decoy close cannot end inspection early: a TCP flow that closes while it is
+  inspected is never offloaded (it stays queued, where its last ACKs cost little),
+  and data beyond a FIN, which no real stack sends, puts the whole flow under the
+  exception policy with an alert ("data-after-fin" anomaly).
 - Every flow ends exactly once (closed, timed out, evicted or flushed) and then
   yields exactly one "flow" event; "alert" events are written when a detection
   or a non-allow verdict first appears on a flow.
@@ -67,6 +71,8 @@ class Engine:
         drop = self.config.exception_action == "drop"
         self._exception_verdict = Verdict(Action.DROP if drop else Action.ALLOW, Mode.ENFORCE,
                                           "exception-policy", ("internal error",), final=drop)
+        self._evasion_verdict = Verdict(Action.DROP if drop else Action.ALLOW, Mode.ENFORCE, "exception-policy",
+                                        ("TCP data beyond a FIN (a decoy close)",), final=drop)
 
     # -- the pipeline -----------------------------------------------------------------
 
@@ -81,17 +87,22 @@ class Engine:
                 log.exception("engine error #%d, applying the exception policy: %s", count, exc)
             return self._fail(self._flow)
 
-    def _fail(self, flow: Flow | None) -> Decision:
+    def _fail(self, flow: Flow | None, verdict: Verdict | None = None) -> Decision:
         """The exception policy applies to the whole flow: a half-inspected flow must not
-        slip through on its next packet. The verdict stays until the flow ends."""
-        verdict = self._exception_verdict
+        slip through on its next packet. The verdict stays until the flow ends.
+
+        Also for a flow whose inspection cannot be trusted any more: TCP data beyond a
+        FIN (FlowTable.data_after_fin), so a FIN the receiver did not take, sent to make
+        the detectors conclude while the connection goes on."""
+        verdict = verdict or self._exception_verdict
         if flow is None:
             return Decision(verdict.action, verdict)
+        revoked = verdict.action is not Action.ALLOW and flow.packets_allowed > 0 and flow.verdict.action is Action.ALLOW
         flow.verdict = verdict
         flow.verdict_dirty = False
         self.inspect.finish(flow)
         flow.features = None
-        return Decision(verdict.action, verdict, flow, offload=True)
+        return Decision(verdict.action, verdict, flow, offload=True, revoked=revoked)
 
     def _process(self, raw: RawPacket) -> Decision:
         counters = self.counters
@@ -115,8 +126,14 @@ class Engine:
 
         flow, direction, is_new = self.table.track(pkt)
         self._flow = flow
-        if flow.verdict is self._exception_verdict:
-            return self._fail(flow)
+        verdict = flow.verdict
+        if verdict is self._exception_verdict or verdict is self._evasion_verdict:
+            return self._fail(flow, verdict)
+        if pkt.payload and flow.fin_seq is not None and self.table.data_after_fin(flow, pkt, direction):
+            self.counters["evasion.data_after_fin"] += 1
+            flow.add_anomaly("data-after-fin")
+            self._alert_on_change(flow, verdict, self._evasion_verdict)
+            return self._fail(flow, self._evasion_verdict)
         if is_new:
             if self.before_new_flow is not None:
                 self.before_new_flow()
@@ -166,6 +183,11 @@ class Engine:
         if not allowed:
             return Decision(action, verdict, flow, True, revoked)
         if flow.inspecting:
+            return Decision(action, verdict, flow)
+        if flow.fin_seq is not None:
+            # Closing: its packets stay in the queue, where data after a FIN (the sign of
+            # a FIN the receiver did not take) is caught; a flow that really closed sends
+            # only a last ACK or two.
             return Decision(action, verdict, flow)
         if flow.features is None:
             return Decision(action, verdict, flow, True)
@@ -238,7 +260,7 @@ class Engine:
         allow turned into an enforced block, which the live driver must revoke."""
         revoked = []
         for flow in list(self.table.flows.values()):
-            if flow.verdict is self._exception_verdict:
+            if flow.verdict is self._exception_verdict or flow.verdict is self._evasion_verdict:
                 continue
             flow.verdict_dirty = True
             decision = self._decide(flow, now, counted=False)

@@ -202,6 +202,63 @@ def test_a_retransmitted_syn_stays_in_its_flow_and_a_late_one_from_the_server_to
     assert engine.process(RawPacket(s.t + 0.1, late, 101)).flow is not decisions[-1].flow
 
 
+def decoy_close(session, from_client, seq_offset=0):
+    """A FIN (with its ACK) that the receiver will not take; the session's numbers stay."""
+    return session.segment(from_client, b"", seq_offset=seq_offset, flags="FA")
+
+
+def test_data_beyond_a_fin_is_a_decoy_close_and_the_flow_is_dropped():
+    """Fake FINs at the exact next numbers (a receiver drops them by PAWS, conntrack does
+    not) make the detectors conclude; the login that follows lies beyond the client's FIN."""
+    engine = Engine(detectors=[LineDetector()], policy=BlockMining(), observers=[])
+    s = craft.TcpSession(CLIENT, SERVER).handshake()
+    decoy_close(s, True)
+    decoy_close(s, False)
+    s.send(True, LOGIN)
+    decisions = run(s.packets, engine)
+    closed = decisions[4]
+    assert closed.action is Action.ALLOW and not closed.offload   # closing: stays in the queue
+    login = decisions[5]
+    assert login.action is Action.DROP and login.offload and login.verdict.rule == "exception-policy"
+    assert login.flow.anomalies == {"data-after-fin": 1}
+    assert engine.counters["evasion.data_after_fin"] == 1
+    alerts = [e for e in engine.drain_events() if e["event_type"] == "alert"]
+    assert alerts and "beyond a FIN" in alerts[-1]["verdict"]["reasons"][0]
+
+
+def test_a_real_close_with_a_late_retransmission_is_not_a_decoy():
+    engine = Engine(detectors=[LineDetector()], policy=BlockMining(), observers=[])
+    s = craft.TcpSession(CLIENT, SERVER).handshake().send(True, b"hello\n").send(False, b"hi\n")
+    s.segment(True, b"hello\n", seq_offset=-6)          # the request again, after the close below
+    packets = s.packets[:-1]
+    s.close()
+    decisions = run(packets + s.packets[len(packets) + 1:] + [s.packets[len(packets)]], engine)
+    assert all(d.action is Action.ALLOW for d in decisions)
+    assert decisions[-1].flow.anomalies is None
+
+
+def test_a_fin_ahead_of_a_gap_does_not_end_inspection():
+    """A FIN far ahead in the window (the receiver holds it out of order): the bytes
+    before it can still come, so the detectors must keep reading them."""
+    engine = Engine(detectors=[LineDetector()], policy=BlockMining(), observers=[])
+    s = craft.TcpSession(CLIENT, SERVER).handshake()
+    decoy_close(s, True, seq_offset=60_000)
+    decoy_close(s, False, seq_offset=60_000)
+    s.send(True, LOGIN)
+    decisions = run(s.packets, engine)
+    assert decisions[-2].action is Action.DROP and decisions[-2].verdict.rule == "block-mining"
+
+
+def test_a_reset_does_not_end_inspection_and_what_follows_it_is_read():
+    engine = Engine(detectors=[LineDetector()], policy=BlockMining(), observers=[])
+    s = craft.TcpSession(CLIENT, SERVER).handshake()
+    s.segment(False, b"", seq_offset=7, flags="R")     # not at the expected number: ignored
+    s.send(True, LOGIN)
+    decisions = run(s.packets, engine)
+    assert decisions[3].action is Action.ALLOW and not decisions[3].offload
+    assert decisions[-2].action is Action.DROP and decisions[-2].verdict.rule == "block-mining"
+
+
 def test_garbage_never_raises_and_is_counted():
     engine = Engine(detectors=[LineDetector()], policy=BlockMining(), observers=[])
     for i, junk in enumerate([b"", b"\x45", b"\x60" + b"\x00" * 10, b"\x99" * 64]):

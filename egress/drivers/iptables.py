@@ -53,10 +53,11 @@ reject paths, a connection kept across a daemon stop/start) and by the e2e suite
 legitimate packet hit the rule. What it can cost: stragglers conntrack no longer knows
 (retransmissions after a close, a FIN/RST of a connection idle since before the rules
 were installed, unsolicited ICMP errors) are dropped instead of inspected.
-Not closed by this (the engine's part, see the xfail in tests/e2e/test_evasion.py): a
-fake FIN that is in window for conntrack but that the receiver discards anyway
-(measured: a TCP timestamp failing PAWS; likewise, untested, a TTL that expires past the
-gateway) still ends the direction in the engine.
+Not closed by this rule but by the engine (tests/e2e/test_evasion.py): a fake FIN that
+is in window for conntrack but that the receiver discards anyway (measured: a TCP
+timestamp failing PAWS; likewise, untested, a TTL that expires past the gateway). A FIN
+ends a direction for the detectors only once the stream reached it, a flow that closed
+while inspected stays queued, and data beyond a FIN drops the flow (egress.engine).
 
 Marks never cross network namespaces (the kernel scrubs them on veth), so a sandbox
 cannot pre-mark its packets in gateway mode; in sidecar mode it would need CAP_NET_ADMIN

@@ -36,7 +36,7 @@ class Flow:
         "start", "last", "pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient",
         "payload_toserver", "payload_toclient", "first_payload_dir", "sizes",
         # TCP state
-        "state", "syn", "isn", "synack", "fin_toserver", "fin_toclient", "rst", "end_reason",
+        "state", "syn", "isn", "synack", "fin_toserver", "fin_toclient", "fin_seq", "rst", "end_reason",
         # inspection
         "streams", "datagrams", "inspecting", "payload_packets", "app_proto", "facts", "detections", "anomalies",
         # classification, policy
@@ -74,6 +74,7 @@ class Flow:
         self.synack = False
         self.fin_toserver = False
         self.fin_toclient = False
+        self.fin_seq: list | None = None    # [toserver, toclient]: each direction's first FIN's sequence number
         self.rst = False
         self.end_reason = ""
         self.streams: list | None = None    # [Reassembler toserver, Reassembler toclient] while inspecting

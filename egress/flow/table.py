@@ -29,6 +29,7 @@ from egress.types import ACK, FIN, PROTO_TCP, PROTO_UDP, RST, SYN, TO_CLIENT, TO
 
 _PORTED = (PROTO_TCP, PROTO_UDP, 132)
 _STATEFUL = SYN | FIN | RST     # flags that can change the TCP state of an established flow
+_SEQ_MASK = 0xFFFFFFFF
 
 
 def flow_id_for(key: tuple, start: float) -> int:
@@ -104,7 +105,7 @@ class FlowTable:
         if plen and flow.first_payload_dir < 0:
             flow.first_payload_dir = direction
         if proto == PROTO_TCP and (pkt.flags & _STATEFUL or flow.state is STATE_NEW):
-            self._tcp_state(flow, pkt.flags, direction, pkt.seq)
+            self._tcp_state(flow, pkt.flags, direction, pkt.seq, plen)
         return flow, direction, is_new
 
     def _starts_over(self, flow: Flow, pkt: Packet, ts: float) -> str:
@@ -124,6 +125,15 @@ class FlowTable:
         # The server side opening: a simultaneous open while new, port reuse after that.
         return END_REUSED if flow.state != STATE_NEW else ""
 
+    @staticmethod
+    def data_after_fin(flow: Flow, pkt: Packet, direction: int) -> bool:
+        """True when this payload lies beyond its sender's FIN. A real TCP stack never
+        sends that, so the FIN was one the receiver did not take (an old timestamp, a TTL
+        that runs out past the gateway): a way to make an inspector stop looking while
+        the connection goes on. (Retransmitted data from before the FIN is fine.)"""
+        fin = flow.fin_seq[direction]
+        return fin >= 0 and 0 < ((pkt.seq + len(pkt.payload) - fin) & _SEQ_MASK) < 0x80000000
+
     def _create(self, key: tuple, pkt: Packet, a: tuple, b: tuple) -> Flow:
         if len(self.flows) >= self.config.max_flows:
             oldest_key = next(iter(self.flows))
@@ -138,7 +148,7 @@ class FlowTable:
         return flow
 
     @staticmethod
-    def _tcp_state(flow: Flow, flags: int, direction: int, seq: int) -> None:
+    def _tcp_state(flow: Flow, flags: int, direction: int, seq: int, plen: int) -> None:
         if flags & RST:
             flow.rst = True
             flow.state = STATE_CLOSED
@@ -154,6 +164,10 @@ class FlowTable:
             # Handshake completed, or a mid-stream pickup that carries ACKs.
             flow.state = STATE_ESTABLISHED
         if flags & FIN:
+            if flow.fin_seq is None:
+                flow.fin_seq = [-1, -1]
+            if flow.fin_seq[direction] < 0:
+                flow.fin_seq[direction] = (seq + plen) & _SEQ_MASK    # the FIN's own number
             if direction == TO_SERVER:
                 flow.fin_toserver = True
             else:

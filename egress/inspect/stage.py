@@ -43,6 +43,15 @@ class _Stream(Reassembler):
         self._bytes = b""
         self.memo: dict | None = None
 
+    def ends_at(self, seq: int) -> bool:
+        """Whether the in-order stream ends exactly at sequence number `seq` (a FIN's):
+        also when nothing told where it starts (no SYN, no data: a mid-stream pickup)."""
+        if seq < 0:
+            return False
+        if self.base is None:
+            return True
+        return (self.base + len(self.data)) & 0xFFFFFFFF == seq
+
     def snapshot(self) -> bytes:
         """bytes(self.data), the same object as last time when nothing was added: the
         reassembled prefix only ever grows at its end, so equal length means equal bytes."""
@@ -118,8 +127,15 @@ class InspectStage:
         if flow.streams is not None:
             up, down = flow.streams
             to_server, to_client = up.snapshot(), down.snapshot()
-            closed_up = up.done or flow.fin_toserver or flow.rst
-            closed_down = down.done or flow.fin_toclient or flow.rst
+            # A FIN ends a direction for the detectors only once the stream has reached
+            # it: a FIN ahead of a gap (a fake one, far in the window) must not make them
+            # conclude while the bytes before it can still come. A reset ends nothing
+            # here: one the receiver did not take (not at the number it expects) would
+            # make them conclude while the connection goes on, and a real one is followed
+            # by silence, so the detectors get their last look when the flow ends.
+            fin = flow.fin_seq
+            closed_up = up.done or (fin is not None and up.ends_at(fin[0]))
+            closed_down = down.done or (fin is not None and down.ends_at(fin[1]))
             datagrams = ()
         else:
             datagrams = tuple(flow.datagrams)

@@ -12,10 +12,11 @@ followed reached the pool. Now the gateway drops ctstate INVALID before anything
 (egress.drivers.iptables), so the engine never sees the fake FINs and the login is
 inspected and dropped as usual.
 
-Still open (xfail, strict: it turns into a failure the day the engine closes it): the
-same fake FINs at the exact next sequence number but with a TCP timestamp older than the
-receiver's last one. Conntrack finds them in window (it does not check timestamps), the
-receivers discard them (PAWS), and the engine still takes both directions as closed.
+The same fake FINs at the exact next sequence number but with a TCP timestamp older than
+the receiver's last one: conntrack finds them in window (it does not check timestamps) and
+the receivers discard them (PAWS). The engine closes this one: a flow that closed while
+it was inspected stays in the queue, and data beyond a FIN drops the flow (exception
+policy, alert; see egress.engine and FlowTable.data_after_fin).
 
 Own topology (10.209.0.0/16, fd09:209::/48, namespaces "egev-..."), removed at the end of
 the module, also on failure.
@@ -209,10 +210,6 @@ def test_fake_fins_from_both_sides_do_not_end_inspection(lab, gateway, family):
     assert invalid_drops(lab, family) - before >= 2
 
 
-@pytest.mark.xfail(strict=True, reason="known gap, not closed by the gateway rules: an in-window FIN that the "
-                   "receiver discards by PAWS is valid to conntrack, so the engine still takes it as the end "
-                   "of the direction; needs the engine to stop treating FIN-closed flows as done (see "
-                   "egress.drivers.iptables)")
 def test_in_window_fake_fins_dropped_by_paws_do_not_end_inspection(lab, gateway):
     before = invalid_drops(lab, 4)
     reply, received = stratum_login(lab, lab.ext4, 3360, 4, "paws")

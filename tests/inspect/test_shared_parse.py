@@ -271,7 +271,7 @@ def test_memo_entries_follow_only_unchanged_directions():
     for name, value in (("proto", 6), ("client_ip", b"\x0a\x00\x00\x01"), ("client_port", 1),
                         ("server_ip", b"\x0a\x00\x00\x02"), ("server_port", 2), ("facts", {}),
                         ("app_proto", None), ("initiator", "syn"), ("fin_toserver", False),
-                        ("fin_toclient", False), ("rst", False)):
+                        ("fin_toclient", False), ("fin_seq", None), ("rst", False)):
         setattr(flow, name, value)
     stage.start(flow)
     up, down = flow.streams
