@@ -6,6 +6,7 @@ and everything started in it are removed at the end of the module, also on failu
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -33,10 +34,17 @@ def require_live() -> None:
         pytest.skip("end-to-end tests need the NetfilterQueue Python package")
 
 
+@contextlib.contextmanager
+def live_lab(tmp_path_factory, name: str, subnet4: str, subnet6: str, prefix: str):
+    """A Lab on its own topology (skipped when not live), removed on leaving, also on failure."""
+    require_live()
+    workdir = tmp_path_factory.mktemp(name)
+    os.chmod(workdir, 0o755)
+    with Topology(subnet4=subnet4, subnet6=subnet6, prefix=prefix) as topo:
+        yield Lab(topo, workdir)
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    require_live()
-    workdir = tmp_path_factory.mktemp("e2e")
-    os.chmod(workdir, 0o755)
-    with Topology(subnet4="10.207.0.0/16", subnet6="fd07:207::/48", prefix="egl2-") as topo:
-        yield Lab(topo, workdir)
+    with live_lab(tmp_path_factory, "e2e", "10.207.0.0/16", "fd07:207::/48", "egl2-") as lab:
+        yield lab

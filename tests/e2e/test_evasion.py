@@ -24,16 +24,14 @@ the module, also on failure.
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import time
 
 import pytest
 
-from egress.drivers.netns import Topology
-from tests.e2e.conftest import require_live
-from tests.e2e.lab import PY, Gateway, Lab, records
+from tests.e2e.conftest import live_lab
+from tests.e2e.lab import PY, Gateway, records
 
 RULES = """\
 version: 1
@@ -137,11 +135,8 @@ def fake_fins(kind: str, hello: dict) -> tuple[list[int], list[int]]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    require_live()
-    workdir = tmp_path_factory.mktemp("evasion")
-    os.chmod(workdir, 0o755)
-    with Topology(subnet4="10.209.0.0/16", subnet6="fd09:209::/48", prefix="egev-") as topo:
-        yield Lab(topo, workdir)
+    with live_lab(tmp_path_factory, "evasion", "10.209.0.0/16", "fd09:209::/48", "egev-") as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")
