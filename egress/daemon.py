@@ -29,6 +29,7 @@ from egress.drivers.enforce import ConntrackMarker
 from egress.drivers.iptables import Iptables, RuleSpec
 from egress.drivers.nflog import DEFAULT_WATCH_GROUP, NflogReader
 from egress.drivers.nfqueue import QueueDriver
+from egress.gc_schedule import FullCollections
 from egress.output.eve import EveWriter
 from egress.types import Action, Mode
 
@@ -121,6 +122,7 @@ class Daemon:
         self.reloads = {"ok": 0, "failed": 0}
         self.api = None
         self.peers = None
+        self.collections = FullCollections()
 
     # -- start --------------------------------------------------------------------------
 
@@ -207,6 +209,8 @@ class Daemon:
                     stats["nflog." + name] = value
         for name, value in self.marker.counters.items():
             stats["conntrack." + name] = value
+        for name, value in self.collections.counters.items():
+            stats["gc." + name] = value
         if self.peers is not None:
             for name, value in self.peers.counters.items():
                 stats["peers." + name] = value
@@ -226,20 +230,28 @@ class Daemon:
     # -- the loop -----------------------------------------------------------------------
 
     def serve(self, duration: float | None = None) -> None:
+        """Answer the queues until stopped (or for `duration` seconds). Full garbage
+        collections only happen at moments egress.gc_schedule chooses, not mid-traffic."""
         deadline = None if duration is None else time.monotonic() + duration
         next_tick = 0.0
-        while not self._want_stop:
-            self.driver.poll(self.config.tick)
-            now = time.time()
-            if now >= next_tick:
-                next_tick = now + self.config.tick
-                self.engine.advance(now)
-            self._write_events()
-            if self._want_reload:
-                self._want_reload = False
-                self.reload()
-            if deadline is not None and time.monotonic() >= deadline:
-                break
+        collections = self.collections
+        collections.start()
+        try:
+            while not self._want_stop:
+                collections.after_poll(self.driver.poll(self.config.tick))
+                now = time.time()
+                if now >= next_tick:
+                    next_tick = now + self.config.tick
+                    self.engine.advance(now)
+                self._write_events()
+                if self._want_reload:
+                    self._want_reload = False
+                    self.reload()
+                    collections.collect()      # what the old rules and model held goes now
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        finally:
+            collections.stop()
 
     def _write_events(self) -> None:
         events = self.engine.drain_events()
