@@ -20,15 +20,34 @@ Decisions (documented because they are judgement calls):
   unambiguous (confidence 1.0); getblocktemplate and submitblock are also used by pool
   operators and node tooling, so they carry confidence 0.9. Other bitcoind calls
   (getblockcount, getmininginfo, getnetworkhashps...) are ordinary API use, not mining.
+
+Over HTTP, every message of the connection counts, not only the first exchange; bytes
+the HTTP walk cannot read as messages (after a protocol switch, a CONNECT, framing a
+peer reads otherwise) are scanned as JSON lines.
+
+Keep-alive (a harmless request first must not hide a later one on the connection):
+every request and response that lies within the byte budget is walked
+(`mining_http.exchange`: Content-Length, chunked, 1xx/204/304 and HEAD answers without a
+body, a response without a length running until the close), and the detector keeps
+answering NEED_MORE while another request can still come: until the client's direction
+is closed or its budget spent, a request or response declared the connection ends
+(`Connection: close`, HTTP/1.0 without keep-alive) and it is answered, the server
+switched protocols, or its first bytes are not HTTP at all. Guaranteed: every message within the first `max_bytes` of each
+direction (the reassembly budget), also after framing the walk cannot follow (a request
+line further on is found again). Not guaranteed: bytes beyond the reassembly budget, or
+after the stage's `max_inspect_packets`, are never inspected (the limit of every stream
+inspector; the classifier covers the rest of the flow); peers that announce the close
+and then do not close (a pool and its miner cooperate) end inspection all the same;
+bodies with a Content-Encoding are not decoded.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView, shared
-from egress.inspect.mining_http import framing, looks_like_http, messages
-from egress.inspect.mining_json import (Hit, inspect_lines, is_hex, iter_objects, loads, redact_login,
-                                        short, summarize)
+from egress.inspect.mining_http import _dechunk, exchange, looks_like_http, more_requests, parse_head
+from egress.inspect.mining_json import (NOT, Hit, _scan_hits, has_needle, inspect_lines, is_hex, iter_objects,
+                                        line_shape, loads, redact_login, short, summarize)
 from egress.types import Detection
 
 NEEDLES = (b"eth_", b'"0x', b"getwork", b"getblocktemplate", b"submitblock", b'"data"')
@@ -121,41 +140,62 @@ class EthMinerDetector:
         return inspect_lines(view, _classify_lines, NEEDLES, self.max_bytes, "stratum")
 
     def _inspect_http(self, to_server: bytes, to_client: bytes, view: StreamView) -> InspectResult:
+        requests, responses = exchange(view, to_server, to_client)
         hits: list[tuple[int, Hit]] = []
-        seen = [0, 0]             # complete-enough messages per direction
-        last_complete = [False, False]
-        for direction, data in ((0, to_server), (1, to_client)):
-            if not _maybe_mining(data):
-                # No mining header name, no JSON body: only the message framing matters here.
-                seen[direction], last_complete[direction] = shared(view, framing, data)
-                continue
-            msgs = shared(view, messages, data)
-            last_complete[direction] = bool(msgs) and msgs[-1].complete
-            for msg in msgs:
-                seen[direction] += 1
-                if not MINING_HEADERS.keys().isdisjoint(msg.headers):     # rare: look at which, in order
-                    for header, signature in MINING_HEADERS.items():
-                        if header not in msg.headers:
-                            continue
-                        hits.append((direction, Hit(signature, "http", 1.0, 7, header=header,
-                                                    value=short(msg.headers[header]))))
-                body = msg.body.strip()
-                if msg.complete and body[:1] in (b"{", b"["):
-                    for obj in iter_objects([loads(body)]):
-                        hit = classify(obj, True)
-                        if hit is not None:
-                            agent = msg.headers.get("user-agent")
-                            if agent:
-                                hit.evidence.setdefault("agent", short(agent))
-                            hits.append((direction, hit))
+        tails_open = 0            # directions whose bytes past the HTTP messages may still matter
+        for direction, data, w, closed in ((0, to_server, requests, view.closed_to_server),
+                                           (1, to_client, responses, view.closed_to_client)):
+            if _maybe_mining(data):   # else no mining header name, no JSON: only the framing matters
+                for msg in w.msgs:
+                    _message_hits(data, msg, direction, hits)
+            # Bytes the walk could not read as HTTP (skipped, or after the last message: a
+            # tunnel, raw JSON lines after a request, framing a peer reads otherwise) are
+            # scanned as JSON lines, so that a request hidden there is still found; while
+            # they may still become JSON lines, the detector waits for them.
+            tail = w.skipped if w.skipped >= 0 else (w.end if w.rest or w.switch >= 0 else -1)
+            if tail >= 0 and tail < len(data):
+                rest = data[tail:]
+                if has_needle(rest, NEEDLES):
+                    state, _ = _scan_hits(rest, NEEDLES, _classify_lines, direction, hits)
+                else:
+                    state, _ = shared(view, line_shape, rest)     # (the same bytes object when tail is 0)
+                if state != NOT and not closed and len(data) < self.max_bytes:
+                    tails_open += 1
         if hits:
             best, evidence = summarize(hits)
             detection = Detection("mining", best.signature, evidence, best.confidence)
             return InspectResult(Status.MATCH, (detection,), "http")
-        to_server_done = view.closed_to_server or len(to_server) >= self.max_bytes
-        to_client_done = view.closed_to_client or len(to_client) >= self.max_bytes
-        requests_read = seen[0] > 0 and (to_server_done or last_complete[0])
-        if (requests_read and (seen[1] > 0 or to_client_done)) or (to_server_done and to_client_done):
-            return NO_MATCH
-        return NEED_MORE
+        up_done = view.closed_to_server or len(to_server) >= self.max_bytes
+        down_done = view.closed_to_client or len(to_client) >= self.max_bytes
+        if tails_open or more_requests(requests, responses, up_done, down_done):
+            return NEED_MORE
+        return NO_MATCH
 
+
+def _message_hits(data: bytes, msg, direction: int, hits: list) -> None:
+    """The mining headers and JSON-RPC body of one complete HTTP message."""
+    headers = None
+    if b"x-" in data[msg.start:msg.body_at].lower():
+        head = parse_head(data, msg.start)
+        headers = head[1] if head else {}
+        if not MINING_HEADERS.keys().isdisjoint(headers):          # rare: look at which, in order
+            for header, signature in MINING_HEADERS.items():
+                if header in headers:
+                    hits.append((direction, Hit(signature, "http", 1.0, 7, header=header,
+                                                value=short(headers[header]))))
+    body = data[msg.body_at:msg.end]
+    if msg.end > msg.body_at and b"chunked" in data[msg.start:msg.body_at].lower():
+        body = _dechunk(data, msg.body_at)[0]
+    body = body.strip()
+    if body[:1] not in (b"{", b"["):
+        return
+    for obj in iter_objects([loads(body)]):
+        hit = classify(obj, True)
+        if hit is not None:
+            if headers is None:
+                head = parse_head(data, msg.start)
+                headers = head[1] if head else {}
+            agent = headers.get("user-agent")
+            if agent:
+                hit.evidence.setdefault("agent", short(agent))
+            hits.append((direction, hit))

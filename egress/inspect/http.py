@@ -1,7 +1,7 @@
 """HTTP/1.x request and response heads: method, target, Host, User-Agent, Upgrade, status.
 
 Guarantees (egress.inspect.base contract): pure, never raises, port independent,
-reads at most `max_bytes` per direction (only the first request/response head).
+reads at most `max_bytes` per direction.
 
 Facts: http.method, http.uri (the request target; for CONNECT the authority, also
 in http.connect_target), http.host (Host header, lower case, port removed; the port
@@ -9,12 +9,35 @@ goes to http.host_port), http.user_agent, http.upgrade (lower case, e.g. "websoc
 with http.websocket_protocol for Sec-WebSocket-Protocol), http.version, and from the
 server http.status (int). HTTP/2 prior knowledge ("PRI * HTTP/2.0") is reported as
 app_proto "http2" without facts.
+
+The facts come from the first request and response (the engine keeps the first value of
+a fact); a later request of a keep-alive connection adds http.upgrade,
+http.websocket_protocol and http.connect_target when the first did not set them. The
+detector answers MATCH once no further request can come (see below), NEED_MORE with its
+facts until then. A later request's Host is not a fact (http.host stays the first one):
+a keep-alive connection that names another host later is not seen by host-based rules.
+
+Keep-alive (a harmless request first must not hide a later one on the connection):
+every request and response that lies within the byte budget is walked
+(`mining_http.exchange`: Content-Length, chunked, 1xx/204/304 and HEAD answers without a
+body, a response without a length running until the close), and the detector keeps
+answering NEED_MORE while another request can still come: until the client's direction
+is closed or its budget spent, a request or response declared the connection ends
+(`Connection: close`, HTTP/1.0 without keep-alive) and it is answered, the server
+switched protocols, or its first bytes are not HTTP at all. Guaranteed: every message within the first `max_bytes` of each
+direction (the reassembly budget), also after framing the walk cannot follow (a request
+line further on is found again). Not guaranteed: bytes beyond the reassembly budget, or
+after the stage's `max_inspect_packets`, are never inspected (the limit of every stream
+inspector; the classifier covers the rest of the flow); peers that announce the close
+and then do not close (a pool and its miner cooperate) end inspection all the same;
+bodies with a Content-Encoding are not decoded.
 """
 from __future__ import annotations
 
 import re
 
 from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView, shared
+from egress.inspect.mining_http import exchange, more_requests
 
 MAX_BYTES = 8192
 METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
@@ -26,6 +49,8 @@ _METHOD_UNDECIDED = frozenset(p[:i] for p in _METHOD_PREFIXES for i in range(len
 _REQUEST_LINE = re.compile(rb"([A-Z]{3,12}) ([\x21-\x7e]{1,4096}) HTTP/(1\.[01])\Z")
 _STATUS_LINE = re.compile(rb"HTTP/(1\.[01]) (\d{3})(?: [\x20-\x7e\x80-\xff]*)?\Z")
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# Facts a later request of a keep-alive connection may add (when the first did not set them).
+_LATER_FACTS = ("http.upgrade", "http.websocket_protocol", "http.connect_target")
 
 
 def parse_head(data: bytes) -> tuple[str, list[bytes], dict[str, str]]:
@@ -132,7 +157,23 @@ class HttpDetector:
                 return NO_MATCH
             return NEED_MORE
         rstate, status = response_status(view.to_client)
-        done = rstate != "need" or view.closed_to_client
         if status is not None:
             facts = {**facts, "http.status": status}     # the parse is shared: never change it
-        return InspectResult(Status.MATCH if done else Status.NEED_MORE, (), "http", facts)
+        if rstate == "need" and not view.closed_to_client:
+            return InspectResult(Status.NEED_MORE, (), "http", facts)
+        if rstate == "no":
+            return InspectResult(Status.MATCH, (), "http", facts)     # the server speaks no HTTP
+        # Keep-alive: the later requests of the connection, until none can come.
+        up, down = view.to_server, view.to_client
+        requests, responses = exchange(view, up, down)
+        for msg in requests.msgs[1:]:
+            if msg.upgrade or msg.method == b"CONNECT":               # rare: parse that head
+                later = request_facts(up[msg.start:msg.body_at])[1]
+                fresh = {k: later[k] for k in _LATER_FACTS if k in later and k not in facts}
+                if fresh:
+                    facts = {**facts, **fresh}
+        up_done = view.closed_to_server or len(up) >= MAX_BYTES
+        down_done = view.closed_to_client or len(down) >= MAX_BYTES
+        if more_requests(requests, responses, up_done, down_done):
+            return InspectResult(Status.NEED_MORE, (), "http", facts)
+        return InspectResult(Status.MATCH, (), "http", facts)

@@ -22,7 +22,9 @@ What it reports:
   do. Only reported when the initiator is known (SYN seen).
 - "tunnel" / "ssh.over_websocket" (or "ssh.over_http" for a CONNECT or another
   Upgrade): an SSH banner after an HTTP upgrade, raw or inside WebSocket data frames
-  (client frames unmasked here), as wstunnel and similar tools carry it.
+  (client frames unmasked here), as wstunnel and similar tools carry it. Any request
+  of a keep-alive connection may be the upgrade (mining_http.exchange); the detector
+  waits while a later request can still come (mining_http.more_requests).
 - Through encryption, from `view.sizes` (ts, direction, length of each payload
   packet), mapped past the end of the clear-text key exchange (SSH_MSG_NEWKEYS):
   * "ssh.nested_kex": a second SSH handshake carried inside the session: a small
@@ -106,6 +108,7 @@ import hashlib
 import re
 
 from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView
+from egress.inspect.mining_http import exchange, more_requests
 from egress.types import Detection
 
 MAX_BYTES = 8192
@@ -248,13 +251,6 @@ def _md5(text: str) -> str:
 
 # -- HTTP upgrade / WebSocket unwrapping -------------------------------------------
 
-def _http_head(data: bytes) -> tuple[bytes, int] | None:
-    end = data.find(b"\r\n\r\n", 0, 8192)
-    if end < 0:
-        return None
-    return data[:end], end + 4
-
-
 def _ws_payload(data: bytes, limit: int = MAX_BYTES) -> bytes:
     """Concatenated payloads of the complete WebSocket data frames at the start of `data`."""
     out = bytearray()
@@ -295,23 +291,33 @@ def _ws_payload(data: bytes, limit: int = MAX_BYTES) -> bytes:
 
 
 def _unwrap_http(view: StreamView) -> tuple[str, bytes, bytes] | None:
-    """If the flow is an HTTP upgrade/CONNECT that switched protocols: (kind, inner c->s, inner s->c)."""
-    req = _http_head(view.to_server)
-    if req is None or not view.to_server.startswith(_HTTP_METHODS):
+    """If the flow is an HTTP upgrade/CONNECT that switched protocols: (kind, inner c->s, inner s->c).
+
+    Any request of a keep-alive connection may be the one that switches (a harmless GET
+    first does not hide a later Upgrade): the requests and responses are walked
+    (mining_http.exchange, shared with the other HTTP detectors) to the response that
+    switched, 101 or a 2xx to CONNECT, and the request it answers."""
+    if not view.to_server.startswith(_HTTP_METHODS):
         return None
-    resp = _http_head(view.to_client)
-    if resp is None:
+    requests, responses = exchange(view, view.to_server, view.to_client)     # shared: one walk a round
+    k = responses.switch
+    if k < 0 or k >= len(requests.msgs):
         return None
-    rhead = resp[0].lower()
-    qhead = req[0].lower()
-    if rhead.startswith(b"http/1.1 101") or rhead.startswith(b"http/1.0 101"):
-        inner_c, inner_s = view.to_server[req[1]:], view.to_client[resp[1]:]
-        if b"upgrade: websocket" in qhead:
+    req = requests.msgs[k]
+    inner_c, inner_s = view.to_server[req.end:], view.to_client[responses.end:]
+    if responses.msgs[-1].code == 101:
+        if b"websocket" in req.upgrade:
             return "websocket", _ws_payload(inner_c), _ws_payload(inner_s)
         return "http", inner_c, inner_s
-    if qhead.startswith(b"connect ") and (rhead.startswith(b"http/1.1 200") or rhead.startswith(b"http/1.0 200")):
-        return "http", view.to_server[req[1]:], view.to_client[resp[1]:]
-    return None
+    return "http", inner_c, inner_s
+
+
+def _http_more(view: StreamView) -> bool:
+    """Whether a later request of the connection may still switch protocols."""
+    requests, responses = exchange(view, view.to_server, view.to_client)
+    up_done = view.closed_to_server or len(view.to_server) >= MAX_BYTES
+    down_done = view.closed_to_client or len(view.to_client) >= MAX_BYTES
+    return more_requests(requests, responses, up_done, down_done)
 
 
 # -- encrypted-phase shape heuristics -------------------------------------------------
@@ -573,9 +579,9 @@ class SshDetector:
         if to_server.startswith(_HTTP_METHODS) or to_client.startswith(b"HTTP/"):
             unwrapped = _unwrap_http(view)
             if unwrapped is None:
-                # an HTTP exchange that has not (yet) switched protocols
-                if (len(to_server) >= self.max_bytes or view.closed_to_server
-                        or (_http_head(to_client) is not None)):
+                # an HTTP exchange that has not (yet) switched protocols: wait while a later
+                # request of the connection may still do it
+                if len(to_server) >= self.max_bytes or view.closed_to_server or not _http_more(view):
                     return NO_MATCH
                 return NEED_MORE
             wrapper, to_server, to_client = unwrapped

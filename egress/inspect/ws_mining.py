@@ -1,15 +1,31 @@
 """Mining inside WebSocket: browser miners and Stratum/CryptoNote/eth-proxy proxied over WS.
 
 After an HTTP/1.1 `Upgrade: websocket` handshake (request from the client, 101 from
-the server), the frames of both directions are decoded (client frames unmasked,
+the server; on a keep-alive connection any request may be the one that upgrades), the frames of both directions are decoded (client frames unmasked,
 fragmented messages joined, permessage-deflate inflated when negotiated) and each
 text/binary message that holds JSON (one value, or several lines) is given to the
 Stratum, CryptoNote/browser-miner (CoinHive-style {"type": "auth"|"job"|"submit"...})
 and eth-proxy classifiers.
 
 Guarantees: never raises; bounded (frames and messages per call, inflated size);
-NO_MATCH as soon as the stream is not a WebSocket upgrade, and after MAX_MESSAGES
-messages without a mining message. SSH or other tunnels inside WebSocket are the
+NO_MATCH when the stream is not HTTP, when the switch was not to WebSocket, when no
+further request can come without an upgrade (see below), and after MAX_MESSAGES
+messages without a mining message.
+
+Keep-alive (a harmless request first must not hide a later one on the connection):
+every request and response that lies within the byte budget is walked
+(`mining_http.exchange`: Content-Length, chunked, 1xx/204/304 and HEAD answers without a
+body, a response without a length running until the close), and the detector keeps
+answering NEED_MORE while another request can still come: until the client's direction
+is closed or its budget spent, a request or response declared the connection ends
+(`Connection: close`, HTTP/1.0 without keep-alive) and it is answered, the server
+switched protocols, or its first bytes are not HTTP at all. Guaranteed: every message within the first `max_bytes` of each
+direction (the reassembly budget), also after framing the walk cannot follow (a request
+line further on is found again). Not guaranteed: bytes beyond the reassembly budget, or
+after the stage's `max_inspect_packets`, are never inspected (the limit of every stream
+inspector; the classifier covers the rest of the flow); peers that announce the close
+and then do not close (a pool and its miner cooperate) end inspection all the same;
+bodies with a Content-Encoding are not decoded. SSH or other tunnels inside WebSocket are the
 protocols helper's business (inspect/ssh.py), not this detector's.
 """
 from __future__ import annotations
@@ -17,8 +33,8 @@ from __future__ import annotations
 import zlib
 
 from egress.inspect import ethminer, stratum, xmr
-from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView, shared
-from egress.inspect.mining_http import MAX_HEAD, head_end, looks_like_http, parse_head
+from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status, StreamView
+from egress.inspect.mining_http import METHODS, exchange, looks_like_http, more_requests, parse_head
 from egress.inspect.mining_json import Hit, iter_objects, loads, summarize
 from egress.types import Detection
 
@@ -119,33 +135,28 @@ class WebSocketMiningDetector:
         up = view.to_server[:self.max_bytes]
         down = view.to_client[:self.max_bytes]
         is_http = looks_like_http(up)
-        if is_http is False or (is_http and not up.startswith(b"GET ")):
+        if is_http is False or (is_http and not up.startswith(METHODS)):
             return NO_MATCH
         if is_http is None:
             return self._wait(view)
-        if b"websocket" not in up[:MAX_HEAD].lower():
-            # No "websocket" in any case within the head's reach (parse_head lower-cases
-            # latin-1 text, whose only letters that lower-case to ASCII are A-Z, as
-            # bytes.lower() does): the head cannot ask for the upgrade, so a complete (or
-            # impossible) head is a NO_MATCH.
-            end, _ = head_end(up)
-            return self._wait(view) if end < 0 and len(up) < MAX_HEAD else NO_MATCH
-        request = shared(view, parse_head, up)
-        if request is False:
+        requests, responses = exchange(view, up, down)
+        k = responses.switch
+        if k < 0:
+            # No protocol switch yet: a later request on the connection may still ask for one.
+            # (No "websocket" anywhere, in any case: no request has asked yet; the walk's
+            # Upgrade values are lower-cased as bytes.lower() does.)
+            return self._wait(view, requests, responses)
+        if k >= len(requests.msgs):
             return NO_MATCH
-        if request is None:
-            return self._wait(view)
-        _, req_headers, up_body = request
-        if "websocket" not in req_headers.get("upgrade", "").lower():
+        req = requests.msgs[k]
+        if req.method != b"GET" or b"websocket" not in req.upgrade or responses.msgs[-1].code != 101:
+            return NO_MATCH               # another protocol (h2c, CONNECT...): not this detector's
+        request = parse_head(up, req.start)
+        response = parse_head(down, responses.msgs[-1].start)
+        if not request or not response:
             return NO_MATCH
-        response = shared(view, parse_head, down) if down else None
-        if response is False:
-            return NO_MATCH
-        if response is None:
-            return self._wait(view)
+        req_headers, up_body = request[1], req.end
         status, resp_headers, down_body = response
-        if " 101" not in status[:16]:
-            return NO_MATCH
         deflate = "permessage-deflate" in resp_headers.get("sec-websocket-extensions", "").lower()
         hits: list[tuple[int, Hit]] = []
         count = 0
@@ -171,7 +182,11 @@ class WebSocketMiningDetector:
             return NO_MATCH
         return self._wait(view)
 
-    def _wait(self, view: StreamView) -> InspectResult:
+    def _wait(self, view: StreamView, requests=None, responses=None) -> InspectResult:
         done_up = view.closed_to_server or len(view.to_server) >= self.max_bytes
         done_down = view.closed_to_client or len(view.to_client) >= self.max_bytes
-        return NO_MATCH if done_up and done_down else NEED_MORE
+        if done_up and done_down:
+            return NO_MATCH
+        if requests is not None and not more_requests(requests, responses, done_up, done_down):
+            return NO_MATCH
+        return NEED_MORE
