@@ -49,6 +49,13 @@ def test_an_http_request_with_a_close_answer_then_stratum(repo_root):
 
 
 @pytest.mark.xfail(strict=True, reason="known gap: the Stratum detectors decide NO_MATCH on an HTTP opening")
+def test_an_http_keep_alive_exchange_then_stratum(repo_root):
+    decisions = verdicts(repo_root, [(True, b"GET / HTTP/1.1\r\nHost: pool\r\n\r\n"),
+                                     (False, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")])
+    assert any(d.action is Action.DROP for d in decisions)
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: the Stratum detectors decide NO_MATCH on an HTTP opening")
 def test_an_http_request_with_a_junk_answer_then_stratum(repo_root):
     decisions = verdicts(repo_root, [(True, b"GET / HTTP/1.1\r\nHost: pool\r\n\r\n"), (False, b"xyz\n")])
     assert any(d.action is Action.DROP for d in decisions)
