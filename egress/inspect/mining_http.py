@@ -11,6 +11,23 @@ paired with their requests) and `more_requests` says whether another request can
 come: the HTTP detectors (http, ethminer, ws_mining, ssh's unwrapping) share one walk per
 view (`base.shared`). Bounded: at most MAX_WALK messages per direction, each head within
 MAX_HEAD bytes, linear in the bytes given.
+
+Keep-alive (a harmless request first must not hide a later one on the connection):
+every request and response that lies within the byte budget is walked
+(`exchange`: Content-Length, chunked, 1xx/204/304 and HEAD answers without a
+body, a response without a length running until the close), and the HTTP detectors keep
+answering NEED_MORE while another request can still come: until the client's direction
+is closed or its budget spent, a request or response declared the connection ends
+(`Connection: close`, HTTP/1.0 without keep-alive) and it is answered, the server
+switched protocols, or its first bytes are not HTTP at all.
+
+Guaranteed: every message within the first `max_bytes` of each direction (the
+reassembly budget), also after framing the walk cannot follow (a request line further on
+is found again). Not guaranteed: bytes beyond the reassembly budget, or
+after the stage's `max_inspect_packets`, are never inspected (the limit of every stream
+inspector; the classifier covers the rest of the flow); peers that announce the close
+and then do not close (a pool and its miner cooperate) end inspection all the same;
+bodies with a Content-Encoding are not decoded.
 """
 from __future__ import annotations
 

@@ -12,21 +12,12 @@ NO_MATCH when the stream is not HTTP, when the switch was not to WebSocket, when
 further request can come without an upgrade (see below), and after MAX_MESSAGES
 messages without a mining message.
 
-Keep-alive (a harmless request first must not hide a later one on the connection):
-every request and response that lies within the byte budget is walked
-(`mining_http.exchange`: Content-Length, chunked, 1xx/204/304 and HEAD answers without a
-body, a response without a length running until the close), and the detector keeps
-answering NEED_MORE while another request can still come: until the client's direction
-is closed or its budget spent, a request or response declared the connection ends
-(`Connection: close`, HTTP/1.0 without keep-alive) and it is answered, the server
-switched protocols, or its first bytes are not HTTP at all. Guaranteed: every message within the first `max_bytes` of each
-direction (the reassembly budget), also after framing the walk cannot follow (a request
-line further on is found again). Not guaranteed: bytes beyond the reassembly budget, or
-after the stage's `max_inspect_packets`, are never inspected (the limit of every stream
-inspector; the classifier covers the rest of the flow); peers that announce the close
-and then do not close (a pool and its miner cooperate) end inspection all the same;
-bodies with a Content-Encoding are not decoded. SSH or other tunnels inside WebSocket are the
-protocols helper's business (inspect/ssh.py), not this detector's.
+Keep-alive: every request and response of the connection within the byte budget is
+inspected, not only the first exchange (`mining_http.exchange`; what that guarantees,
+and what it does not, is in egress.inspect.mining_http's docstring).
+
+SSH or other tunnels inside WebSocket are the protocols helper's business
+(inspect/ssh.py), not this detector's.
 """
 from __future__ import annotations
 
