@@ -29,6 +29,9 @@ def default_detectors() -> list[Detector]:
     from egress.inspect.xmr import CryptoNoteDetector
     detectors += [StratumDetector(), CryptoNoteDetector(), EthMinerDetector(), WebSocketMiningDetector(),
                   StratumV2Detector()]
+    # The backstop: mining JSON-RPC anywhere in the client's stream, whatever it opened with.
+    from egress.inspect.mining_anywhere import MiningAnywhereDetector
+    detectors.append(MiningAnywhereDetector())
     # Reads the facts of the TLS/DNS/HTTP detectors: keep it the LAST line before return.
     from egress.inspect.pool_domain import PoolDomainDetector; detectors.append(PoolDomainDetector())
     return detectors

@@ -113,9 +113,10 @@ class TestOneGateway:
         assert "login" not in received and "submit" not in received, (received, proc.stdout, proc.stderr)
 
     def test_a_new_connection_on_a_fast_pathed_5_tuple_is_inspected_again(self, lab, gateway):
-        """Port reuse: the first connection is allowed and handed to the kernel, so egress
-        never sees it end (it ends with a reset). A second connection from the same source
-        port to the same server must be a new flow, not ride on the first one's verdict."""
+        """Port reuse: the first connection is allowed and handed to the kernel (its 9 KB
+        fill the inspection depth), so egress never sees it end (it ends with a reset). A
+        second connection from the same source port to the same server must be a new flow,
+        not ride on the first one's verdict."""
         lab.echo(lab.ext4, 7120)
         code = ("import random,socket,struct\n"
                 "def conn(port, data):\n"
@@ -126,7 +127,7 @@ class TestOneGateway:
                 " s.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0)); s.close()\n"
                 " return got.decode()\n"
                 "port=random.randint(42000,48000)\n"
-                "print(conn(port, b'GET / HTTP/1.1\\r\\nHost: www.egress.test\\r\\n\\r\\n'))\n"
+                "print(conn(port, b'GET / HTTP/1.1\\r\\nHost: www.egress.test\\r\\n\\r\\n' + b'x' * 9000))\n"
                 "print(conn(port, b'{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[]}\\n'))\n") % lab.ext4
         out = lab.sbx(PY, "-c", code, timeout=20).stdout.split()
         assert out == ["GET", "TimeoutError"], out      # the login never got its echo

@@ -71,9 +71,12 @@ def model(tmp_path):
     return str(shutil.copytree(MODEL, tmp_path / "model"))
 
 
-def test_tls_miner_is_watched_then_revoked_by_the_classifier(lab, model):
+def test_tls_miner_is_blocked_by_the_classifier(lab, model):
     # No pool name, no plaintext: only the classifier, over the flow's first dozens of
-    # packets, can tell this is mining. By then the flow left the queue for the watch path.
+    # packets, can tell this is mining. A flow of small messages stays in the queue for
+    # its first 96 payload packets (the mining backstop reads the client's side that far),
+    # so the checkpoint that blocks it usually finds it there and drops it inline; a flow
+    # that had left for the watch path is revoked through its connmark instead.
     gw = Gateway(lab.topo, lab.workdir, rules=[str(REPO / "rules" / "default.yaml")], extra=["--model", model],
                  name="watch")
     try:
@@ -88,9 +91,12 @@ def test_tls_miner_is_watched_then_revoked_by_the_classifier(lab, model):
     assert flow["verdict"]["action"] == "drop" and flow["verdict"]["rule"] == "block-classified-mining"
     assert flow["ml"]["class"] == "mining"
     counters = stats(gw)
-    assert counters["driver.watched"] >= 1 and counters["nflog.packets"] >= 1
-    assert counters["driver.watch_revoked"] == 1 and counters["conntrack.revoked"] == 1
-    assert "revoked watched flow" in gw.stderr()
+    if counters.get("driver.watched", 0):
+        assert counters["nflog.packets"] >= 1
+        assert counters["driver.watch_revoked"] == 1 and counters["conntrack.revoked"] == 1
+        assert "revoked watched flow" in gw.stderr()
+    else:
+        assert counters["driver.drop"] >= 1
     # Revoked: the client kept submitting a share every 50 ms for 5 s (~100), the pool
     # stopped hearing from it after the checkpoint that blocked the flow.
     heard = [json.loads(l) for l in open(record) if '"dir": "in"' in l]
