@@ -4,6 +4,7 @@ every packet, and when one of its later checkpoints blocks the flow, the connect
 revoked (connmark) and stops getting through."""
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 import time
@@ -97,12 +98,17 @@ def test_tls_miner_is_blocked_by_the_classifier(lab, model):
         assert "revoked watched flow" in gw.stderr()
     else:
         assert counters["driver.drop"] >= 1
-    # Revoked: the client kept submitting a share every 50 ms for 5 s (~100), the pool
-    # stopped hearing from it after the checkpoint that blocked the flow.
+    # The client kept submitting a share every 50 ms for 5 s (~100); the pool stopped
+    # hearing from it once the checkpoint blocked the flow (when depends on how the
+    # packets were cut, so the bound is the block's own time, from its alert).
+    (block,) = [e for e in gw.events("alert") if e["dest_port"] == 3443
+                and e["alert"]["rule"] == "block-classified-mining"]
+    blocked_at = datetime.datetime.strptime(block["timestamp"], "%Y-%m-%dT%H:%M:%S.%f+0000").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
     heard = [json.loads(l) for l in open(record) if '"dir": "in"' in l]
     submits = [m for m in heard if m["msg"].get("method") == "mining.submit"]
-    assert 1 <= len(submits) < 40
-    assert heard[-1]["ts"] - heard[0]["ts"] < 3.0
+    assert 1 <= len(submits) < 80
+    assert heard[-1]["ts"] < blocked_at + 0.5, (heard[-1]["ts"] - blocked_at)
 
 
 def test_a_watched_conversation_ends_its_watch_on_the_fast_path_intact(lab, model):
