@@ -17,8 +17,9 @@ Guarantees:
 - NEED_MORE until the client's direction is closed (its FIN reached) or the budget is
   spent. That is the cost of the guarantee: a flow stays under inspection, and live in
   the queue, until its close, its first `max_bytes`, or the stage's
-  `max_inspect_packets`. Bounded work per call: one regular-expression search per dialect
-  (memoised per view), at most MAX_LINES lines parsed.
+  `max_inspect_packets`. Bounded work per call: one regular-expression scan per dialect,
+  at most MAX_LINES lines parsed per dialect, and none of it again while the client's
+  bytes have not grown (memoised per view).
 - Not seen: bytes beyond the reassembly budget (the depth limit of every stream
   inspector; the classifier watches the rest of the flow), a JSON message split across
   lines, anything inside real encryption.
