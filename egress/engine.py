@@ -97,12 +97,11 @@ class Engine:
         verdict = verdict or self._exception_verdict
         if flow is None:
             return Decision(verdict.action, verdict)
-        revoked = verdict.action is not Action.ALLOW and flow.packets_allowed > 0 and flow.verdict.action is Action.ALLOW
         flow.verdict = verdict
         flow.verdict_dirty = False
         self.inspect.finish(flow)
         flow.features = None
-        return Decision(verdict.action, verdict, flow, offload=True, revoked=revoked)
+        return Decision(verdict.action, verdict, flow, offload=True)
 
     def _process(self, raw: RawPacket) -> Decision:
         counters = self.counters
