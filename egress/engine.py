@@ -15,6 +15,13 @@ Guarantees:
   inspected is never offloaded (it stays queued, where its last ACKs cost little),
   and data beyond a FIN, which no real stack sends, puts the whole flow under the
   exception policy with an alert ("data-after-fin" anomaly).
+- A pure ACK (TCP, flags exactly ACK among FIN SYN RST PSH ACK URG, no payload, a
+  window that is not zero) changes nothing: it gets its flow's standing verdict (allow
+  when no flow is known) and creates no flow, moves no counter, timer, TCP state or
+  feature. It carries no byte to inspect, and the live gateway does not queue it
+  (egress.drivers.iptables), which saves four of a short connection's ten trips through
+  the queue: replay ignores it too, so both give the same verdicts. A zero window (a
+  stalled receiver, a feature) and ECN's ECE/CWR bits do not make an ACK pure.
 - Every flow ends exactly once (closed, timed out, evicted or flushed) and then
   yields exactly one "flow" event; "alert" events are written when a detection
   or a non-allow verdict first appears on a flow.
@@ -32,7 +39,8 @@ from egress.flow.table import FlowTable
 from egress.inspect.base import Detector
 from egress.inspect.stage import InspectStage
 from egress.output import eve
-from egress.types import Action, Decision, Mode, RawPacket, Verdict
+from egress.features import payload_len
+from egress.types import ACK, FIN, PROTO_TCP, PSH, RST, SYN, URG, Action, Decision, Mode, RawPacket, Verdict
 
 log = logging.getLogger("egress.engine")
 
@@ -40,6 +48,8 @@ NO_POLICY = Verdict(Action.ALLOW, Mode.ENFORCE, "no-policy", ("no policy loaded"
 _VERDICT_COUNTER = {action: "verdict." + action.value for action in Action}
 FRAGMENT = Verdict(Action.ALLOW, Mode.ENFORCE, "fragment", ("later IP fragment, no ports",))
 UNTRACKED = Verdict(Action.ALLOW, Mode.ENFORCE, "not-ip", ("not an IP packet",))
+PURE_ACK = Verdict(Action.ALLOW, Mode.ENFORCE, "pure-ack", ("a TCP ACK without payload, of no known flow",))
+_TCP_FLAGS = FIN | SYN | RST | PSH | ACK | URG     # what iptables' `--tcp-flags ALL` looks at (not ECE, CWR)
 
 
 class Engine:
@@ -122,6 +132,8 @@ class Engine:
             self._now = now
         if now >= self._next_sweep:
             self.advance(now)
+        if pkt.proto == PROTO_TCP and is_pure_ack(pkt):
+            return self._pure_ack(pkt, now)
 
         flow, direction, is_new = self.table.track(pkt)
         self._flow = flow
@@ -151,6 +163,18 @@ class Engine:
         if flow.features is not None and self.classifier.on_packet(flow, pkt, direction):
             flow.verdict_dirty = True
         return self._decide(flow, now)
+
+    def _pure_ack(self, pkt, now: float) -> Decision:
+        """A pure ACK (see is_pure_ack) gets its flow's standing verdict and changes
+        nothing: no flow is created, no flow counter, timer, state or feature moves."""
+        self.counters["packets.pure_ack"] += 1
+        flow = self.table.lookup(pkt)
+        if flow is None:
+            self.counters["verdict.allow"] += 1
+            return Decision(Action.ALLOW, PURE_ACK)
+        decision = self._decide(flow, now, counted=False)
+        self.counters[_VERDICT_COUNTER[decision.action]] += 1
+        return decision
 
     def _start(self, flow: Flow, now: float) -> None:
         self.counters["flows"] += 1
@@ -294,6 +318,15 @@ class Engine:
         for name, count in self.inspect.errors.items():
             out["inspect.errors." + name] = count
         return out
+
+
+def is_pure_ack(pkt) -> bool:
+    """A TCP packet the engine does not track (see the module docstring): flags exactly
+    ACK among FIN SYN RST PSH ACK URG, no payload on the wire, a window that is not zero.
+    egress.drivers.iptables lets exactly such packets (a subset: plain IP headers) pass
+    without queueing them."""
+    return pkt.flags & _TCP_FLAGS == ACK and pkt.window != 0 and not pkt.payload \
+        and not (pkt.truncated and payload_len(pkt))
 
 
 def _has_dns_answers(flow: Flow) -> bool:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from egress.config import EngineConfig, Timeouts
-from egress.engine import Engine
+from egress.decode import decode
+from egress.engine import Engine, is_pure_ack
 from egress.inspect.base import NEED_MORE, NO_MATCH, InspectResult, Status
 from egress.testing import craft
 from egress.types import Action, Detection, Mode, RawPacket, Verdict
@@ -98,7 +99,10 @@ def test_one_flow_event_with_orientation_counts_detections_and_sandbox():
     assert (f["src_ip"], f["src_port"], f["dest_ip"], f["dest_port"], f["proto"]) == \
         ("10.200.0.2", 40000, "10.200.1.2", 3333, "TCP")
     assert f["app_proto"] == "stratum"
-    assert f["flow"]["pkts_toserver"] + f["flow"]["pkts_toclient"] == len(packets)
+    # Pure ACKs are not tracked (egress.engine.is_pure_ack): the live gateway never sees them.
+    tracked = [p for p in packets if not is_pure_ack(decode(RawPacket(p[0], p[1], 101, len(p[1]))))]
+    assert 0 < len(tracked) < len(packets)
+    assert f["flow"]["pkts_toserver"] + f["flow"]["pkts_toclient"] == len(tracked)
     assert f["flow"]["state"] == "closed" and f["flow"]["initiator"] == "syn"
     assert f["detections"] == [{"category": "mining", "signature": "fake.subscribe"}]
     assert f["fake"] == {"method": "mining.subscribe"}
@@ -196,7 +200,7 @@ def test_a_retransmitted_syn_stays_in_its_flow_and_a_late_one_from_the_server_to
     packets = s.packets[:1] + [(s.packets[0][0] + 0.5, syn)] + s.packets[1:] + [(s.t, syn)]
     decisions = run(packets, engine)
     assert len({id(d.flow) for d in decisions}) == 1
-    assert decisions[-1].flow.pkts_toserver == 5
+    assert decisions[-1].flow.pkts_toserver == 4      # three SYNs and the data: the ACK is pure
     # The server side opening towards the client's port while the flow lives: reuse.
     late = craft.tcp(SERVER[0], CLIENT[0], SERVER[1], CLIENT[1], "S", seq=77)
     assert engine.process(RawPacket(s.t + 0.1, late, 101)).flow is not decisions[-1].flow
@@ -323,11 +327,12 @@ def test_with_a_model_a_bulk_flow_settles_after_the_last_packet_checkpoint(repo_
     classifier = FlowClassifier.load(repo_root / "models" / "default")
     engine = Engine(detectors=[], observers=[], classifier=classifier)
     s = craft.TcpSession(CLIENT, ("10.200.1.2", 443)).handshake()
-    for _ in range(300):
-        s.send(False, b"x" * 1400)
+    for _ in range(600):
+        s.send(False, b"x" * 1400)                     # each followed by the client's pure ACK
     decisions = run(s.packets, engine)
     offloaded = [i for i, d in enumerate(decisions) if d.offload]
-    assert offloaded and offloaded[0] == 511          # the 512th packet is the last checkpoint
+    tracked = [i for i, (ts, p) in enumerate(s.packets) if not is_pure_ack(decode(RawPacket(ts, p, 101, len(p))))]
+    assert offloaded and offloaded[0] == tracked[511]  # the 512th tracked packet is the last checkpoint
     flow = decisions[-1].flow
     assert flow.features is None and flow.ml["model"] == classifier.name
 
@@ -398,3 +403,45 @@ def test_a_flow_that_ends_while_a_detector_waits_gets_its_last_look_in_the_flow_
     engine.flush()
     flow = [e for e in engine.drain_events() if e["event_type"] == "flow"][0]
     assert flow["detections"] == [{"category": "tunnel", "signature": "fake.shape", "confidence": 0.5}]
+
+
+def without_pure_acks(packets):
+    return [(ts, p) for ts, p in packets if not is_pure_ack(decode(RawPacket(ts, p, 101, len(p))))]
+
+
+def test_pure_acks_change_nothing_so_live_without_them_equals_replay_with_them(repo_root):
+    """The live gateway does not queue pure ACKs: the engine must give the same verdicts
+    and the same events whether it sees them or not."""
+    from egress.classify import FlowClassifier
+    from egress.policy import load_policy_engine
+    s = craft.TcpSession(CLIENT, ("10.200.1.2", 443)).handshake()
+    for i in range(40):
+        s.send(True, b"q" * (40 + i)).send(False, b"r" * 700).wait(0.3)
+    bulk = craft.TcpSession((CLIENT[0], 40001), ("10.200.1.2", 80), t0=s.t).handshake()
+    bulk.send(True, b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    for _ in range(40):
+        bulk.send(False, b"x" * 1400)
+    packets = sorted(stratum_session() + s.close().packets + bulk.close().packets)
+    assert len(without_pure_acks(packets)) < len(packets) - 80
+
+    def replay(pkts):
+        engine = Engine(policy=load_policy_engine([str(repo_root / "rules" / "default.yaml")]),
+                        classifier=FlowClassifier.load(repo_root / "models" / "default"))
+        decisions = [(d.action, d.verdict.rule) for d in run(pkts, engine)]
+        engine.flush()
+        return decisions, engine.drain_events()
+    with_acks, events_with = replay(packets)
+    live, events_live = replay(without_pure_acks(packets))
+    assert events_with == events_live and any(e["event_type"] == "alert" for e in events_live)
+    tracked = [i for i, (ts, p) in enumerate(packets) if not is_pure_ack(decode(RawPacket(ts, p, 101, len(p))))]
+    assert [with_acks[i] for i in tracked] == live
+
+
+def test_a_connection_silent_after_its_handshake_keeps_its_flow_past_the_new_timeout():
+    engine = Engine(detectors=[], observers=[])
+    s = craft.TcpSession(CLIENT, SERVER).handshake()
+    s.wait(Timeouts().tcp_new * 3)
+    s.send(True, LOGIN)
+    decisions = run(s.packets, engine)
+    assert decisions[-1].flow is decisions[0].flow and decisions[-1].flow.initiator == "syn"
+    assert engine.counters["flows"] == 1

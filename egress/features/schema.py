@@ -12,7 +12,10 @@ Guarantees:
 """
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+# 4: features are computed without pure ACKs (egress.engine.is_pure_ack), which the
+#    engine no longer tracks and the live gateway no longer queues: packet counts,
+#    ack_only_frac_* (now FIN/SYN/RST-only and zero-window packets), duration.
+SCHEMA_VERSION = 4
 
 # How many leading payload packets are kept as signed sizes (+ to server, - to client).
 FIRST_N = 16

@@ -108,6 +108,16 @@ class FlowTable:
             self._tcp_state(flow, pkt.flags, direction, pkt.seq, plen)
         return flow, direction, is_new
 
+    def lookup(self, pkt: Packet) -> Flow | None:
+        """The flow this packet belongs to, if any, changing nothing (for pure ACKs,
+        which the engine does not track: see egress.engine)."""
+        proto = pkt.proto
+        if proto in _PORTED:
+            a, b = (pkt.src, pkt.sport), (pkt.dst, pkt.dport)
+        else:
+            a, b = (pkt.src, 0), (pkt.dst, 0)
+        return self.flows.get((proto, a, b) if a <= b else (proto, b, a))
+
     def _starts_over(self, flow: Flow, pkt: Packet, ts: float) -> str:
         """Why this packet cannot belong to `flow` ("" when it does): the flow outlived
         its timeout between two sweeps, or the packet opens a new TCP connection."""
@@ -156,6 +166,12 @@ class FlowTable:
         if flags & SYN:
             if flags & ACK:
                 flow.synack = True
+                if flow.syn and flow.state == STATE_NEW:
+                    # The server answered: established. Not the client's last ACK of the
+                    # handshake, which is a pure ACK and not tracked (egress.engine), so a
+                    # connection that stays silent after its handshake still gets the
+                    # established timeout.
+                    flow.state = STATE_ESTABLISHED
             else:
                 flow.syn = True
                 if direction == TO_SERVER and flow.isn < 0:

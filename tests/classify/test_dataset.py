@@ -10,7 +10,7 @@ DUR = FEATURE_NAMES.index("duration")
 
 def _capture(path):
     a = TcpSession(("10.1.0.1", 40000), ("10.1.0.2", 443), step=0.01).handshake()
-    for _ in range(12):
+    for _ in range(20):      # 40 payload packets: the pure ACKs between them do not count
         a.send(True, b"q" * 80).send(False, b"r" * 300).wait(1.0)
     b = TcpSession(("10.1.0.3", 40001), ("10.1.0.2", 80), step=0.01).handshake().send(True, b"GET /").close()
     write_pcap(path, sorted(a.close().packets + b.packets), linktype=101)
