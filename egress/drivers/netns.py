@@ -160,6 +160,33 @@ class Topology:
         with open(os.path.join(directory, "resolv.conf"), "w") as f:
             f.write("nameserver %s\noptions timeout:1 attempts:1\n" % nameserver)
 
+    def set_rps(self, role: str, cpus=(), iface: str = "eth0") -> dict[str, str]:
+        """Steer the receive work of `role`'s `iface` (default: eth0 of sbx or ext) to
+        `cpus` with RPS (Receive Packet Steering); `()` switches RPS off again (the
+        kernel's default, mask 0). Returns the previous mask of each rx queue.
+
+        Why: a veth delivers what it transmits through the receiving namespace's backlog,
+        and without RPS the softirq that drains that backlog runs at once, on the sending
+        CPU, inside the sender's syscall. On the benchmark's gateway the sender is the
+        daemon: a verdict re-injected by egress is forwarded to ext0/sbx0, and the whole
+        TCP work of the receiving host (the server's SYN handling, accept wake-ups, the
+        answer coming back and being queued) runs inside the daemon's verdict syscall and
+        is charged to it. On a real gateway the sandbox host and the Internet servers are
+        other machines. With RPS on sbx's and ext's eth0 the packet is queued to another
+        CPU's backlog (an IPI), and that work runs there, as it would on the remote hosts;
+        `egress run --cpus` keeps the daemon off those CPUs. The mask is per namespace (the
+        namespace's /sys/class/net), nothing outside the topology changes, and the veth
+        disappears with its namespace.
+        """
+        text = cpu_mask(cpus)
+        queues = self.run(role, "sh", "-c", "ls -d /sys/class/net/%s/queues/rx-*" % iface).stdout.split()
+        before = {}
+        for queue in queues:
+            path = queue + "/rps_cpus"
+            before[path] = self.run(role, "cat", path).stdout.strip()
+            self.run(role, "sh", "-c", "echo %s > %s" % (text, path))
+        return before
+
     def close(self) -> None:
         for directory in self._etc_dirs:
             shutil.rmtree(directory, ignore_errors=True)
@@ -192,6 +219,22 @@ class Topology:
         proc = subprocess.Popen(self.argv(role, *argv), **kwargs)
         self._procs.append(proc)
         return proc
+
+
+def cpu_mask(cpus) -> str:
+    """CPUs as the hex mask sysfs reads (comma-separated 32-bit words): (0,) -> "1",
+    (0, 1) -> "3", (33,) -> "2,00000000", () -> "0"."""
+    mask = 0
+    for cpu in cpus:
+        mask |= 1 << int(cpu)
+    words = []
+    while True:
+        words.append(mask & 0xFFFFFFFF)
+        mask >>= 32
+        if not mask:
+            break
+    words.reverse()
+    return ",".join(["%x" % words[0]] + ["%08x" % w for w in words[1:]])
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 3.0) -> None:
