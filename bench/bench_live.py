@@ -1,6 +1,7 @@
 """Live gateway benchmark: sbx -> gw (egress run) -> ext in throw-away namespaces.
 
-    python bench/bench_live.py [--seconds 3] [--rounds 3] [--busy-poll 200] [--append BENCHMARKS.md]
+    python bench/bench_live.py [--seconds 3] [--rounds 3] [--busy-poll 200] [--pinned yes|no|only]
+                               [--append BENCHMARKS.md]
 
 Every measurement runs against a baseline through the same namespaces without egress,
 in the same run:
@@ -17,6 +18,10 @@ in the same run:
   rules/default.yaml + models/default, with --busy-poll, and with two worker processes
   (--queue 0-1 --workers); and once for `--long` seconds with rules and model (the steady
   state: flows then also end, and their flow events are built, inside the run);
+- new connections per second with rules and model, the daemon pinned to the last CPU
+  (`--cpus LAST`) and the receive work of the remote hosts' stacks (sbx's and ext's eth0)
+  steered by RPS to the other CPUs, baseline rounds included; and two workers pinned one
+  per CPU (`--pinned`, see below);
 - bulk TCP with rules/default.yaml and models/default loaded: flows must still reach the
   kernel fast path;
 - verdicts per second on the queue path (packets egress answered / second, from the
@@ -24,6 +29,22 @@ in the same run:
 - small-packet flood: UDP datagrams of 16 bytes, each to a new port (a new flow each), for
   `--seconds`: what was sent, what arrived in ext, what the kernel dropped at the queue
   (queue full / netlink buffer full), what egress answered; fail-closed and fail-open.
+
+Why the pinned runs: here sbx, gw and ext are namespaces on one machine joined by veth.
+A veth delivers a packet through the receiving namespace's backlog, and without RPS the
+softirq that drains it runs at once on the sending CPU, inside the sender's syscall. A
+verdict that egress re-injects is forwarded to a veth, so the whole TCP work of the
+receiving host (the server's SYN handling, accept wake-ups, the answer coming back and
+being queued again) runs inside the daemon's verdict syscall and is charged to it: work of
+the *remote hosts*, which on a real gateway are other machines (the sandbox host, the
+Internet servers). RPS on sbx's and ext's eth0 (Topology.set_rps) moves that work to the
+other CPUs, and `egress run --cpus` keeps the daemon on its own CPU, as an operator would
+keep a gateway's NIC interrupts and softirqs (IRQ affinity, RPS) away from the packet path.
+The baseline rounds of these runs use the same RPS setting (the baseline also benefits);
+the masks are reset afterwards. Then two workers pinned one per CPU (`--cpus 0,1`), without
+RPS: on two CPUs none is free of egress, and RPS on both measured worse than none (the
+receive work interrupts the other worker). The other runs are unchanged (no RPS, no pinning).
+`--pinned no` skips these runs, `--pinned only` runs only them.
 
 Bounded: every load loop stops after `--seconds` and a packet/connection cap. Traffic only
 ever flows between the benchmark's own namespaces (egl2-*, 10.207.0.0/16).
@@ -190,6 +211,7 @@ class Bench:
         self.gw = None
         self.port = 20000
         self.queues = (0,)          # the rules' queues: (0, 1) for the --workers run
+        self.last_cpu_split = [0.0, 0.0]   # the daemon's user and system us/connection in the last conns()
 
     def server(self, mode: str) -> int:
         self.port += 1
@@ -265,11 +287,27 @@ class Bench:
             total += (int(fields[11]) + int(fields[12])) / tick
         return total
 
+    def daemon_cpu_split(self) -> tuple[float, float]:
+        """daemon_cpu() as (user, system) seconds."""
+        if self.gw is None:
+            return (0.0, 0.0)
+        tick = os.sysconf("SC_CLK_TCK")
+        user = system = 0.0
+        for pid in [self.gw.pid] + _children(self.gw.pid):
+            try:
+                fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            user += int(fields[11]) / tick
+            system += int(fields[12]) / tick
+        return (user, system)
+
     def conns(self, clients: int = 2, inflight: int = 1, payload: str = "x",
               seconds: float | None = None) -> tuple[float, int, float]:
         """New connections per second: `clients` processes with `inflight` connections each;
         with the daemon's CPU microseconds per connection during the run (0 for the baseline)."""
         cpu_before = self.daemon_cpu()
+        split_before = self.daemon_cpu_split()
         port = self.server("conn")
         seconds = seconds or self.seconds
         procs = [self.topo.popen("sbx", [PY, "-c", CONNS, self.ext, str(port), str(seconds), "1000000",
@@ -282,6 +320,9 @@ class Bench:
             p.wait(30)
             total_ok, total_bad, elapsed = total_ok + int(ok), total_bad + int(bad), max(elapsed, float(el))
         cpu_us = (self.daemon_cpu() - cpu_before) / max(total_ok, 1) * 1e6
+        split_after = self.daemon_cpu_split()
+        self.last_cpu_split = [(after - before) / max(total_ok, 1) * 1e6
+                               for before, after in zip(split_before, split_after)]
         return total_ok / elapsed, total_bad, cpu_us
 
     def flood(self) -> dict:
@@ -310,6 +351,9 @@ def main() -> int:
                     help="the --busy-poll value of the busy-polling runs (default 200; 0: no such runs)")
     ap.add_argument("--long", type=float, default=20.0, metavar="SECONDS",
                     help="one HTTP GET run of this length with rules and model, for the steady state (0: none)")
+    ap.add_argument("--pinned", choices=("yes", "no", "only"), default="yes",
+                    help="the runs with the daemon pinned (--cpus) and the remote stacks' receive work steered "
+                         "to the other CPUs by RPS: yes (default), no, or only these runs")
     ap.add_argument("--append", metavar="FILE", help="append the results as a markdown section")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -337,67 +381,113 @@ def main() -> int:
             for name, clients, inflight, payload in CONN_VARIANTS:
                 b.rules(False); base = b.conns(clients, inflight, payload)
                 b.rules(True); egress = b.conns(clients, inflight, payload)
-                out[name] = {"baseline": base, "egress": egress}
+                out[name] = {"baseline": base, "egress": egress, "egress_user_sys_us": b.last_cpu_split}
 
-        print("egress without rules or model (fast path) against the baseline, alternating ...", file=sys.stderr)
-        b.start_egress()
-        bulk_rounds("bulk_plain")
-        conn_rounds("conns_plain")
-        b.rules(False); results["flood_base"] = b.flood()
-        b.rules(True); results["flood_closed"] = b.flood()
-        b.rules(False)
-        b.stop_egress()
-
-        print("egress with rules/default.yaml and models/default ...", file=sys.stderr)
-        try:
-            b.start_egress(*model_args)
-        except RuntimeError as exc:            # e.g. a model bundle that does not match the code
-            results["model_error"] = str(exc).strip().splitlines()[-1]
-            print("bench_live: the model run could not start: %s" % results["model_error"], file=sys.stderr)
-        else:
-            bulk_rounds("bulk_model")
-            conn_rounds("conns_model")
-            if args.long > 0:
-                name = "HTTP GET, 2 clients x 8 in flight, %g s" % args.long
-                b.rules(False); base = b.conns(2, 8, HTTP_REQUEST, args.long)
-                b.rules(True); egress = b.conns(2, 8, HTTP_REQUEST, args.long)
-                results["conns_model_long"] = {name: {"baseline": base, "egress": egress}}
-            b.rules(False)
-            b.stop_egress()
-            if args.busy_poll > 0:
-                print("egress with rules, model and --busy-poll %g ..." % args.busy_poll, file=sys.stderr)
-                b.start_egress(*model_args, *busy)
-                conn_rounds("conns_model_busy")
+        def pinned_runs() -> None:
+            """Rules + model with the daemon pinned to the last CPU and the remote stacks'
+            receive work (sbx's and ext's eth0) steered by RPS to the other CPUs, baselines
+            included; then two workers pinned one per CPU, without RPS: with two workers on two
+            CPUs no CPU is free of egress, and RPS on every CPU measured worse than none (the
+            receive work then interrupts the other worker: on 2 vCPUs, HTTP GET, the workers'
+            system time rose from ~117 to ~143 us/connection and connections/s fell by about a
+            sixth, ~2,900 -> ~2,400, four runs each). The masks are reset afterwards."""
+            cpus = sorted(os.sched_getaffinity(0))
+            if len(cpus) < 2:
+                results["pinned_skipped"] = "needs at least 2 CPUs, this process may use %d" % len(cpus)
+                return
+            last, others = cpus[-1], cpus[:-1]
+            results["pinned"] = {"daemon": [last], "rps": others, "workers": cpus[:2]}
+            try:
+                for role in ("sbx", "ext"):
+                    topo.set_rps(role, others)
+                print("egress with rules and model pinned to CPU %d, RPS of sbx/ext on CPU %s ..."
+                      % (last, ",".join(map(str, others))), file=sys.stderr)
+                b.start_egress(*model_args, "--cpus", str(last))
+                conn_rounds("conns_model_pinned")
                 b.rules(False)
                 b.stop_egress()
-            print("egress with rules and model, two workers ...", file=sys.stderr)
-            b.queues = (0, 1)
-            b.start_egress(*model_args, "--queue", "0-1", "--workers")
-            conn_rounds("conns_model_workers")
+                for role in ("sbx", "ext"):
+                    topo.set_rps(role, ())
+                print("egress with rules and model, two workers pinned to CPUs %d,%d, no RPS ..."
+                      % (cpus[0], cpus[1]), file=sys.stderr)
+                b.queues = (0, 1)
+                b.start_egress(*model_args, "--queue", "0-1", "--workers", "--cpus", "%d,%d" % (cpus[0], cpus[1]))
+                conn_rounds("conns_model_workers_pinned")
+                b.rules(False)
+                b.stop_egress()
+            finally:
+                b.queues = (0,)
+                for role in ("sbx", "ext"):
+                    topo.set_rps(role, ())
+
+        if args.pinned == "only":
+            try:
+                pinned_runs()
+            except RuntimeError as exc:        # e.g. a model bundle that does not match the code
+                results["model_error"] = str(exc).strip().splitlines()[-1]
+                print("bench_live: the model run could not start: %s" % results["model_error"], file=sys.stderr)
+        else:
+            print("egress without rules or model (fast path) against the baseline, alternating ...", file=sys.stderr)
+            b.start_egress()
+            bulk_rounds("bulk_plain")
+            conn_rounds("conns_plain")
+            b.rules(False); results["flood_base"] = b.flood()
+            b.rules(True); results["flood_closed"] = b.flood()
             b.rules(False)
             b.stop_egress()
-            b.queues = (0,)
 
-        for key, extra in (("queued", []), ("queued_busy", busy))[:2 if args.busy_poll > 0 else 1]:
-            print("egress, every packet queued%s ..." % (" (busy-poll)" if extra else ""), file=sys.stderr)
-            b.start_egress("--no-fast-path", *extra)
-            b.rules(True)
-            gbit, rate = b.bulk_with_rate()
-            rtt_base, rtt_q = [], []
-            for _ in range(args.rounds):
-                b.rules(False); rtt_base.append(b.pingpong())
-                b.rules(True); rtt_q.append(b.pingpong())
-            results[key] = {"bulk": gbit, "verdicts_per_s": rate,
-                            "rtt_base": [med([r[0] for r in rtt_base]), med([r[1] for r in rtt_base])],
-                            "rtt_queued": [med([r[0] for r in rtt_q]), med([r[1] for r in rtt_q])]}
+            print("egress with rules/default.yaml and models/default ...", file=sys.stderr)
+            try:
+                b.start_egress(*model_args)
+            except RuntimeError as exc:            # e.g. a model bundle that does not match the code
+                results["model_error"] = str(exc).strip().splitlines()[-1]
+                print("bench_live: the model run could not start: %s" % results["model_error"], file=sys.stderr)
+            else:
+                bulk_rounds("bulk_model")
+                conn_rounds("conns_model")
+                if args.long > 0:
+                    name = "HTTP GET, 2 clients x 8 in flight, %g s" % args.long
+                    b.rules(False); base = b.conns(2, 8, HTTP_REQUEST, args.long)
+                    b.rules(True); egress = b.conns(2, 8, HTTP_REQUEST, args.long)
+                    results["conns_model_long"] = {name: {"baseline": base, "egress": egress}}
+                b.rules(False)
+                b.stop_egress()
+                if args.busy_poll > 0:
+                    print("egress with rules, model and --busy-poll %g ..." % args.busy_poll, file=sys.stderr)
+                    b.start_egress(*model_args, *busy)
+                    conn_rounds("conns_model_busy")
+                    b.rules(False)
+                    b.stop_egress()
+                print("egress with rules and model, two workers ...", file=sys.stderr)
+                b.queues = (0, 1)
+                b.start_egress(*model_args, "--queue", "0-1", "--workers")
+                conn_rounds("conns_model_workers")
+                b.rules(False)
+                b.stop_egress()
+                b.queues = (0,)
+                if args.pinned == "yes":
+                    pinned_runs()
+
+            for key, extra in (("queued", []), ("queued_busy", busy))[:2 if args.busy_poll > 0 else 1]:
+                print("egress, every packet queued%s ..." % (" (busy-poll)" if extra else ""), file=sys.stderr)
+                b.start_egress("--no-fast-path", *extra)
+                b.rules(True)
+                gbit, rate = b.bulk_with_rate()
+                rtt_base, rtt_q = [], []
+                for _ in range(args.rounds):
+                    b.rules(False); rtt_base.append(b.pingpong())
+                    b.rules(True); rtt_q.append(b.pingpong())
+                results[key] = {"bulk": gbit, "verdicts_per_s": rate,
+                                "rtt_base": [med([r[0] for r in rtt_base]), med([r[1] for r in rtt_base])],
+                                "rtt_queued": [med([r[0] for r in rtt_q]), med([r[1] for r in rtt_q])]}
+                b.rules(False)
+                b.stop_egress()
+
+            b.start_egress("--fail-open")
+            b.rules(True, fail_open=True)
+            results["flood_open"] = b.flood()
             b.rules(False)
             b.stop_egress()
-
-        b.start_egress("--fail-open")
-        b.rules(True, fail_open=True)
-        results["flood_open"] = b.flood()
-        b.rules(False)
-        b.stop_egress()
     results["load_after"] = os.getloadavg()[0]
     text = report(results, args)
     print(text)
@@ -414,8 +504,9 @@ def report(r: dict, args) -> str:
         "Command (root; namespaces egl2-* sbx -> gw -> ext on veth, 10.207.0.0/16; %g s per measurement):"
         % args.seconds,
         "",
-        "    python bench/bench_live.py --seconds %g --rounds %d --busy-poll %g --long %g --append BENCHMARKS.md"
-        % (args.seconds, args.rounds, args.busy_poll, args.long),
+        "    python bench/bench_live.py --seconds %g --rounds %d --busy-poll %g --long %g%s --append BENCHMARKS.md"
+        % (args.seconds, args.rounds, args.busy_poll, args.long,
+           "" if args.pinned == "yes" else " --pinned " + args.pinned),
         "",
         "Machine: %d vCPU (%s), kernel %s, Python %s; clients, servers and egress share the CPUs "
         "(load average %.2f before, %.2f after). Run on %s. Baselines are the same traffic through the "
@@ -456,11 +547,39 @@ def report(r: dict, args) -> str:
             lines.append("| new connections/s, fully inspected: %s; %s | %.0f | %.0f | %.0f %% (failed: %d / %d; "
                          "daemon CPU %.0f us/connection) |"
                          % (variant, name, cb, ce, 100 * ce / cb, cb_bad, ce_bad, cpu_us))
-    lines += ["", "Small-packet flood (16-byte UDP datagrams, each to a new port = a new flow, %g s):" % args.seconds, "",
-              "| run | sent | arrived in ext | dropped: queue full | dropped: netlink buffer | answered by egress |",
-              "|---|---:|---:|---:|---:|---:|"]
+    pinned = r.get("pinned")
+    if "pinned_skipped" in r:
+        lines.append("| new connections/s, daemon pinned, remote stacks' receive work on other CPUs (RPS): "
+                     "**not run**: %s | - | - | - |" % r["pinned_skipped"])
+    for key, name in (() if not pinned else (
+            ("conns_model_pinned", "rules + model, daemon pinned to CPU %s (--cpus), RPS of sbx/ext on CPU %s, "
+             "baseline too" % (",".join(map(str, pinned["daemon"])), ",".join(map(str, pinned["rps"])))),
+            ("conns_model_workers_pinned", "rules + model, 2 workers pinned one per CPU (--cpus %s), no RPS"
+             % ",".join(map(str, pinned["workers"]))))):
+        for variant, x in r.get(key, {}).items():
+            (cb, cb_bad, _), (ce, ce_bad, cpu_us) = x["baseline"], x["egress"]
+            user_us, sys_us = x.get("egress_user_sys_us", (0.0, 0.0))
+            lines.append("| new connections/s, fully inspected: %s; %s | %.0f | %.0f | %.0f %% (failed: %d / %d; "
+                         "daemon CPU %.0f us/connection: user %.0f, system %.0f) |"
+                         % (variant, name, cb, ce, 100 * ce / cb, cb_bad, ce_bad, cpu_us, user_us, sys_us))
+    if pinned:
+        lines += ["", "Pinned runs: in these namespaces a verdict re-injected by egress is forwarded to a veth, and "
+                  "without RPS the receiving namespace's whole TCP work (the server's SYN handling, accept wake-ups, "
+                  "the answer coming back and being queued) runs inside the daemon's verdict syscall, charged to "
+                  "the daemon: work of the remote hosts, which on a real gateway are other machines. RPS on sbx's "
+                  "and ext's eth0 moves that receive work to other CPUs, and `egress run --cpus` keeps the daemon "
+                  "on its own CPU, as an operator keeps NIC interrupts and softirqs (IRQ affinity, RPS) off the "
+                  "packet path's CPU. Baseline rounds use the same RPS masks; they are reset afterwards. Two workers "
+                  "pinned one per CPU run without RPS: no CPU is free of egress, and RPS on every CPU measured worse "
+                  "than none (the receive work then interrupts the other worker)."]
+    if "flood_base" in r:                      # not with --pinned only
+        lines += ["", "Small-packet flood (16-byte UDP datagrams, each to a new port = a new flow, %g s):" % args.seconds,
+                  "", "| run | sent | arrived in ext | dropped: queue full | dropped: netlink buffer | answered by egress |",
+                  "|---|---:|---:|---:|---:|---:|"]
     for name, key in (("baseline", "flood_base"), ("egress, fail-closed", "flood_closed"),
                       ("egress, fail-open", "flood_open")):
+        if key not in r:
+            continue
         f = r[key]
         lines.append("| %s | %d | %d | %d | %d | %d |" % (name, f["sent"], f["arrived"], f["queue_full"],
                                                            f["netlink_full"], f["answered"]))
