@@ -19,6 +19,7 @@ Guarantees:
 from __future__ import annotations
 
 import hashlib
+from hashlib import blake2b as _blake2b
 from typing import Callable
 
 from egress.config import EngineConfig
@@ -36,9 +37,29 @@ def flow_id_for(key: tuple, start: float) -> int:
     """A stable flow id: the same traffic replayed twice gets the same ids.
 
     52 bits so that JSON consumers that parse numbers as doubles keep it exact.
+    The hashed text is repr((key, round(start, 6))) (flow_id_reference), built faster.
     """
+    digest = _blake2b(("(%r, %s)" % (key, _rounded_text(start))).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & ((1 << 52) - 1)
+
+
+def flow_id_reference(key: tuple, start: float) -> int:
+    """The definition `flow_id_for` must equal (tests/flow/test_flow_id.py)."""
     digest = hashlib.blake2b(repr((key, round(start, 6))).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") & ((1 << 52) - 1)
+
+
+def _rounded_text(start: float) -> str:
+    """repr(round(start, 6)) without the round trip through a new float.
+
+    For a float in [1, 2**32) (every packet time from 1970 to 2106) both "%.6f" and
+    round() give the correctly rounded 6-decimal number, and repr() of that float is
+    those digits without trailing zeros: a double there is finer than 1e-6, so no
+    other 6-decimal number, and so no shorter string, maps to it."""
+    if type(start) is float and 1.0 <= start < 4294967296.0:
+        text = ("%.6f" % start).rstrip("0")
+        return text + "0" if text[-1] == "." else text
+    return repr(round(start, 6))
 
 
 class FlowTable:
@@ -215,8 +236,12 @@ class FlowTable:
         batch.reverse()                     # least recently seen first, as in the table
         absolute = self.timeouts.absolute
         flows = self.flows
+        # A flow idle for no longer than the shortest timeout cannot be idle past its own:
+        # the cheap test first, _idle_timeout only for the others.
+        min_idle = self._min_idle
         ended = [f for f in map(flows.get, batch) if f is not None
-                 and (now - f.last > self._idle_timeout(f) or now - f.start > absolute)]
+                 and ((now - f.last > min_idle and now - f.last > self._idle_timeout(f))
+                      or now - f.start > absolute)]
         for flow in ended:
             self._end(flow, END_CLOSED if flow.state == STATE_CLOSED else END_TIMEOUT)
         self.expired += len(ended)

@@ -16,6 +16,12 @@ to an `InspectResult`:
   the engine merges them and keeps calling until MATCH/NO_MATCH, until either
   direction has shown the detector's `max_bytes` (or the reassembly budget), or
   until both directions are closed (then it is done).
+
+A detector may declare `client_side_only = True`: its answer follows from
+`view.to_server` and `view.closed_to_server` alone (and parses of them), and it
+answers "wait" only with the shared NEED_MORE constant (no facts, no detections).
+The engine then does not call it again while only the server's side of the flow
+changed (its answer could not change: see InspectStage._server_side_news_only).
 """
 from __future__ import annotations
 

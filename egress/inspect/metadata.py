@@ -37,7 +37,9 @@ METADATA_NAMES = frozenset({"metadata.google.internal", "metadata.goog", "metada
 def metadata_detection(flow) -> Detection | None:
     """A "metadata" detection if the flow's server is a cloud metadata endpoint, else None."""
     try:
-        service = METADATA_ADDRESSES.get(bytes(flow.server_ip))
+        server_ip = flow.server_ip
+        # bytes() only for another buffer type: a flow's address is bytes already
+        service = METADATA_ADDRESSES.get(server_ip if type(server_ip) is bytes else bytes(server_ip))
         if service is not None:
             return Detection("metadata", "metadata.cloud_endpoint",
                              {"address": flow.dest_ip, "service": service, "dest_port": flow.server_port})

@@ -73,6 +73,9 @@ class MiningAnywhereDetector:
     name = "mining_anywhere"
     protocols = frozenset({6})
     max_bytes = MAX_BYTES
+    # Reads view.to_server and view.closed_to_server only and waits with the NEED_MORE
+    # constant (egress.inspect.base): the server's bytes alone do not make it run again.
+    client_side_only = True
 
     def inspect(self, view: StreamView) -> InspectResult:
         up = view.to_server[:self.max_bytes]

@@ -23,8 +23,9 @@ class MetadataObserver:
 
     def on_facts(self, flow, now: float) -> list[Detection]:
         """A metadata name (an HTTP Host, a DNS question) shows only once facts arrive."""
-        if "metadata" in flow.categories():
-            return []
+        for detection in flow.detections:       # "metadata" in flow.categories(), without the set
+            if detection.category == "metadata":
+                return []
         return self.on_flow_start(flow, now)
 
     def on_flow_end(self, flow, now: float) -> None:

@@ -36,12 +36,20 @@ class _Stream(Reassembler):
     """One reassembled TCP direction, plus what the detectors' views need across rounds:
     the bytes object of the last view (reused while the direction has not grown, so that
     parses keyed by its identity stay valid) and, on the to-server stream, the view memo."""
-    __slots__ = ("_bytes", "memo")
+    __slots__ = ("_bytes", "memo", "sizes", "shown")
 
     def __init__(self, budget: int, held: int):
         super().__init__(budget, held)
         self._bytes = b""
         self.memo: dict | None = None
+        # On the to-server stream only: tuple(flow.sizes) of the last view, and what the
+        # last view showed of the client's side: (len(to_server), closed_to_server).
+        self.sizes: tuple = ()
+        self.shown: tuple[int, bool] | None = None
+
+    def grown(self) -> bool:
+        """Whether `snapshot()` will give a new bytes object (bytes were added since the last)."""
+        return len(self.data) != len(self._bytes)
 
     def ends_at(self, seq: int) -> bool:
         """Whether the in-order stream ends exactly at sequence number `seq` (a FIN's):
@@ -65,12 +73,29 @@ class InspectStage:
         self.detectors = list(detectors)
         self.config = config
         self.errors: Counter[str] = Counter()
+        self._by_proto: dict[int, tuple[Detector, ...]] = {}
+        self._by_proto_of: tuple[list, int] = (self.detectors, len(self.detectors))
+
+    def _wanted(self, proto: int) -> tuple[Detector, ...]:
+        """The detectors of `self.detectors` that apply to IP protocol `proto`, in order.
+
+        Remembered per protocol, so that a new flow does not filter the whole list again;
+        forgotten when `self.detectors` is replaced by another list or changes length
+        (a caller that swaps one detector for another in place must replace the list)."""
+        detectors = self.detectors
+        if self._by_proto_of[0] is not detectors or self._by_proto_of[1] != len(detectors):
+            self._by_proto.clear()
+            self._by_proto_of = (detectors, len(detectors))
+        wanted = self._by_proto.get(proto)
+        if wanted is None:
+            wanted = self._by_proto[proto] = tuple(d for d in detectors if proto in d.protocols)
+        return wanted
 
     def start(self, flow: Flow) -> None:
-        wanted = [d for d in self.detectors if flow.proto in d.protocols]
+        wanted = self._wanted(flow.proto)
         if not wanted:
             return
-        flow.inspecting = wanted
+        flow.inspecting = list(wanted)
         if flow.proto == PROTO_TCP:
             budget, held = self.config.reassembly_budget, self.config.max_out_of_order
             flow.streams = [_Stream(budget, held), _Stream(budget, held)]
@@ -89,23 +114,49 @@ class InspectStage:
             flow.payload_packets += 1
             if len(flow.sizes) < self.config.max_sizes:
                 flow.sizes.append((pkt.ts, direction, len(payload)))
-        if flow.streams is not None:
-            grew = self._feed_stream(flow, pkt, direction)
-        else:
-            grew = self._feed_datagram(flow, payload, direction)
-        if not grew:
+        streams = flow.streams
+        if streams is not None:
+            # _feed_stream, inlined: this runs for every packet of an inspected TCP flow
+            stream = streams[direction]
+            flags = pkt.flags
+            if flags & SYN:
+                stream.set_isn(pkt.seq)
+            grew = stream.add(pkt.seq, payload, pkt.truncated) if payload else False
+            if not grew and not flags & (FIN | RST):
+                return False
+            # (a FIN or RST that added nothing: the direction ended, and detectors waiting
+            # for more may now conclude)
+        elif not self._feed_datagram(flow, payload, direction):
+            return False
+        if direction != TO_SERVER and streams is not None and self._server_side_news_only(flow):
             return False
         return self._run_detectors(flow)
 
-    def _feed_stream(self, flow: Flow, pkt: Packet, direction: int) -> bool:
-        stream = flow.streams[direction]
-        if pkt.flags & SYN:
-            stream.set_isn(pkt.seq)
-        grew = stream.add(pkt.seq, pkt.payload, pkt.truncated) if pkt.payload else False
-        if pkt.flags & (FIN | RST) and not grew:
-            # The direction ended: detectors waiting for more may now conclude.
-            return True
-        return grew
+    def _server_side_news_only(self, flow: Flow) -> bool:
+        """True when a round now would give exactly what the last one gave, so it can be
+        left out: every detector still waiting is `client_side_only` (base.py: its answer
+        follows from to_server and closed_to_server alone, and waiting is the NEED_MORE
+        constant), the client's side is what the last round showed, and the server's
+        news (bytes, a FIN) neither closes both directions nor spends a detector's
+        budget. Each detector would answer NEED_MORE again: nothing to merge, none done."""
+        inspecting = flow.inspecting
+        for detector in inspecting:
+            if not getattr(detector, "client_side_only", False):
+                return False
+        up, down = flow.streams
+        fin = flow.fin_seq
+        closed_up = up.done or (fin is not None and up.ends_at(fin[0]))
+        if up.shown != (len(up.data), closed_up):
+            return False
+        if closed_up and (down.done or (fin is not None and down.ends_at(fin[1]))):
+            return False
+        seen = max(len(up.data), len(down.data))      # as _run_detectors counts it
+        if seen >= self.config.reassembly_budget:
+            return False
+        for detector in inspecting:
+            if seen >= detector.max_bytes:
+                return False
+        return True
 
     def _feed_datagram(self, flow: Flow, payload: bytes, direction: int) -> bool:
         if not payload or len(flow.datagrams) >= self.config.max_datagrams:
@@ -124,42 +175,60 @@ class InspectStage:
         return changed
 
     def _view(self, flow: Flow) -> StreamView:
-        if flow.streams is not None:
-            up, down = flow.streams
-            to_server, to_client = up.snapshot(), down.snapshot()
-            # A FIN ends a direction for the detectors only once the stream has reached
-            # it: a FIN ahead of a gap (a fake one, far in the window) must not make them
-            # conclude while the bytes before it can still come. A reset ends nothing
-            # here: one the receiver did not take (not at the number it expects) would
-            # make them conclude while the connection goes on, and a real one is followed
-            # by silence, so the detectors get their last look when the flow ends.
-            fin = flow.fin_seq
-            closed_up = up.done or (fin is not None and up.ends_at(fin[0]))
-            closed_down = down.done or (fin is not None and down.ends_at(fin[1]))
-            datagrams = ()
-        else:
-            datagrams = tuple(flow.datagrams)
-            to_server = b"".join(p for d, p in datagrams if d == TO_SERVER)
-            to_client = b"".join(p for d, p in datagrams if d != TO_SERVER)
-            closed_up = closed_down = len(datagrams) >= self.config.max_datagrams
+        if flow.streams is None:
+            return self._datagram_view(flow)
+        up, down = flow.streams
+        # Nothing added in either direction: the last view's bytes objects come again,
+        # so all of its memo stays valid (see below).
+        same_bytes = not up.grown() and not down.grown()
+        to_server, to_client = up.snapshot(), down.snapshot()
+        # A FIN ends a direction for the detectors only once the stream has reached
+        # it: a FIN ahead of a gap (a fake one, far in the window) must not make them
+        # conclude while the bytes before it can still come. A reset ends nothing
+        # here: one the receiver did not take (not at the number it expects) would
+        # make them conclude while the connection goes on, and a real one is followed
+        # by silence, so the detectors get their last look when the flow ends.
+        fin = flow.fin_seq
+        closed_up = up.done or (fin is not None and up.ends_at(fin[0]))
+        closed_down = down.done or (fin is not None and down.ends_at(fin[1]))
+        # flow.sizes only grows at its end (and only while inspecting): equal length,
+        # equal contents, so the last view's tuple serves again.
+        sizes = up.sizes
+        if len(sizes) != len(flow.sizes):
+            sizes = up.sizes = tuple(flow.sizes)
         view = StreamView(flow.proto, flow.client_ip, flow.client_port, flow.server_ip, flow.server_port,
-                          to_server, to_client, datagrams, closed_up, closed_down, flow.facts,
-                          flow.app_proto, tuple(flow.sizes), flow.initiator in ("syn", "synack"))
-        if flow.streams is not None:
-            # Parses of a direction that did not grow since the last round stay valid:
-            # hand them on (the memo is keyed by the identity of the bytes parsed, and a
-            # direction that did not grow is the same bytes object, see _Stream).
-            old = up.memo
-            if old:
-                view.memo = {key: entry for key, entry in old.items()
-                             if entry[0] is to_server or entry[0] is to_client}
-            up.memo = view.memo
+                          to_server, to_client, (), closed_up, closed_down, flow.facts,
+                          flow.app_proto, sizes, flow.initiator in ("syn", "synack"))
+        # Parses of a direction that did not grow since the last round stay valid: hand
+        # them on (the memo is keyed by the identity of the bytes parsed, and a direction
+        # that did not grow is the same bytes object, see _Stream). When neither grew the
+        # whole memo is handed on as it is: its other entries (parses of slices of these
+        # bytes) hold their bytes alive and are checked by identity, so they stay right.
+        old = up.memo
+        if old:
+            if not same_bytes:
+                old = {key: entry for key, entry in old.items()
+                       if entry[0] is to_server or entry[0] is to_client}
+            view.memo = old
+        up.memo = view.memo
         return view
+
+    def _datagram_view(self, flow: Flow) -> StreamView:
+        """The view of a datagram flow (UDP...): the first datagrams, no memo carried."""
+        datagrams = tuple(flow.datagrams)
+        to_server = b"".join(p for d, p in datagrams if d == TO_SERVER)
+        to_client = b"".join(p for d, p in datagrams if d != TO_SERVER)
+        closed = len(datagrams) >= self.config.max_datagrams
+        return StreamView(flow.proto, flow.client_ip, flow.client_port, flow.server_ip, flow.server_port,
+                          to_server, to_client, datagrams, closed, closed, flow.facts,
+                          flow.app_proto, tuple(flow.sizes), flow.initiator in ("syn", "synack"))
 
     def _run_detectors(self, flow: Flow, final: bool = False) -> bool:
         view = self._view(flow)
         if final:
             view.closed_to_server = view.closed_to_client = True
+        elif flow.streams is not None:
+            flow.streams[TO_SERVER].shown = (len(view.to_server), view.closed_to_server)
         changed = False
         still: list[Detector] = []
         # A detector whose budget exceeds what reassembly keeps is done when reassembly is.
