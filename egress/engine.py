@@ -16,12 +16,14 @@ Guarantees:
   and data beyond a FIN, which no real stack sends, puts the whole flow under the
   exception policy with an alert ("data-after-fin" anomaly).
 - A pure ACK (TCP, flags exactly ACK among FIN SYN RST PSH ACK URG, no payload, a
-  window that is not zero) changes nothing: it gets its flow's standing verdict (allow
-  when no flow is known) and creates no flow, moves no counter, timer, TCP state or
-  feature. It carries no byte to inspect, and the live gateway does not queue it
+  window that is not zero) of a known flow changes nothing: it gets the flow's standing
+  verdict and moves no counter, timer, TCP state or feature. It carries no byte to
+  inspect, and the live gateway does not queue it on a connection whose SYN it saw
   (egress.drivers.iptables), which saves four of a short connection's ten trips through
-  the queue: replay ignores it too, so both give the same verdicts. A zero window (a
-  stalled receiver, a feature) and ECN's ECE/CWR bits do not make an ACK pure.
+  the queue: replay ignores it too, so both give the same verdicts. A pure ACK of no
+  known flow (a connection picked up mid-stream, bare ACKs used as a covert channel)
+  starts a flow like any packet, and the gateway queues it. A zero window (a stalled
+  receiver, a feature) and ECN's ECE/CWR bits do not make an ACK pure.
 - Every flow ends exactly once (closed, timed out, evicted or flushed) and then
   yields exactly one "flow" event; "alert" events are written when a detection
   or a non-allow verdict first appears on a flow.
@@ -53,7 +55,6 @@ _VERDICT_COUNTER = {action: "verdict." + action.value for action in Action}
 _VERDICT_ALLOW = _VERDICT_COUNTER[Action.ALLOW]
 FRAGMENT = Verdict(Action.ALLOW, Mode.ENFORCE, "fragment", ("later IP fragment, no ports",))
 UNTRACKED = Verdict(Action.ALLOW, Mode.ENFORCE, "not-ip", ("not an IP packet",))
-PURE_ACK = Verdict(Action.ALLOW, Mode.ENFORCE, "pure-ack", ("a TCP ACK without payload, of no known flow",))
 _TCP_FLAGS = FIN | SYN | RST | PSH | ACK | URG     # what iptables' `--tcp-flags ALL` looks at (not ECE, CWR)
 
 
@@ -138,7 +139,9 @@ class Engine:
         if now >= self._next_sweep:
             self.advance(now)
         if pkt.proto == PROTO_TCP and is_pure_ack(pkt):
-            return self._pure_ack(pkt, now)
+            known = self.table.lookup(pkt)
+            if known is not None:
+                return self._pure_ack(known, now)
 
         flow, direction, is_new = self.table.track(pkt)
         self._flow = flow
@@ -171,14 +174,10 @@ class Engine:
             flow.verdict_dirty = True
         return self._decide(flow, now)
 
-    def _pure_ack(self, pkt, now: float) -> Decision:
-        """A pure ACK (see is_pure_ack) gets its flow's standing verdict and changes
-        nothing: no flow is created, no flow counter, timer, state or feature moves."""
+    def _pure_ack(self, flow: Flow, now: float) -> Decision:
+        """A pure ACK (see is_pure_ack) of a known flow gets the flow's standing verdict
+        and changes nothing: no flow counter, timer, state or feature moves."""
         self.counters["packets.pure_ack"] += 1
-        flow = self.table.lookup(pkt)
-        if flow is None:
-            self.counters["verdict.allow"] += 1
-            return Decision(Action.ALLOW, PURE_ACK)
         decision = self._decide(flow, now, counted=False)
         self.counters[_VERDICT_COUNTER[decision.action]] += 1
         return decision
@@ -329,10 +328,10 @@ class Engine:
 
 
 def is_pure_ack(pkt) -> bool:
-    """A TCP packet the engine does not track (see the module docstring): flags exactly
-    ACK among FIN SYN RST PSH ACK URG, no payload on the wire, a window that is not zero.
-    egress.drivers.iptables lets exactly such packets (a subset: plain IP headers) pass
-    without queueing them."""
+    """A TCP packet the engine does not track on a known flow (see the module
+    docstring): flags exactly ACK among FIN SYN RST PSH ACK URG, no payload on the wire,
+    a window that is not zero. egress.drivers.iptables lets such packets (those with
+    plain IP headers, on connections whose SYN it saw) pass without queueing them."""
     return pkt.flags & _TCP_FLAGS == ACK and pkt.window != 0 and not pkt.payload \
         and not (pkt.truncated and payload_len(pkt))
 

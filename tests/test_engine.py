@@ -445,3 +445,20 @@ def test_a_connection_silent_after_its_handshake_keeps_its_flow_past_the_new_tim
     decisions = run(s.packets, engine)
     assert decisions[-1].flow is decisions[0].flow and decisions[-1].flow.initiator == "syn"
     assert engine.counters["flows"] == 1
+
+
+class DenyAll(BlockMining):
+    def decide(self, flow, now):
+        self.decisions += 1
+        return Verdict(Action.DROP, Mode.ENFORCE, "deny", ("not on the allowlist",))
+
+
+def test_bare_acks_of_no_known_flow_are_judged_like_any_flow():
+    """ACKs alone, without a handshake (a covert channel in sequence numbers, windows and
+    timestamps), are not waved through: the first starts a flow the policy judges."""
+    engine = Engine(detectors=[], policy=DenyAll(), observers=[])
+    packets = [(1.0 + i, craft.tcp(CLIENT[0], SERVER[0], CLIENT[1], SERVER[1], "A", 1000 + i, 5000))
+               for i in range(3)]
+    decisions = run(packets, engine)
+    assert [d.action for d in decisions] == [Action.DROP] * 3
+    assert engine.counters["flows"] == 1 and engine.counters["packets.pure_ack"] == 2

@@ -16,7 +16,9 @@ or EGRESS-OUT (sidecar: jumped to from OUTPUT and INPUT, loopback excepted)::
     7 -m mark --mark DROP/MASK        -j DROP                    untracked packets)
     8 -p tcp -m mark --mark REJECT*   -j REJECT --reject-with tcp-reset
     9 -m mark --mark REJECT*          -j REJECT --reject-with icmp(6)-port-unreachable
-    a -p tcp --tcp-flags ALL ACK      -j EGRESS-FWD-ACK          (pure ACKs: accepted there,
+    a -p tcp --syn                    -j CONNMARK --set-xmark SYN_SEEN
+    b -p tcp --tcp-flags ALL ACK -m connmark --mark SYN_SEEN
+                                      -j EGRESS-FWD-ACK          (pure ACKs: accepted there,
                                                                  never queued; see below)
    10 -j NFQUEUE --queue-num N [--queue-bypass]
       (several queues: s rules give each new connection a slot in its connmark, one
@@ -61,12 +63,17 @@ timestamp failing PAWS; likewise, untested, a TTL that expires past the gateway)
 ends a direction for the detectors only once the stream reached it, a flow that closed
 while inspected stays queued, and data beyond a FIN drops the flow (egress.engine).
 
-PURE ACKs (rule a and its chain, EGRESS-FWD-ACK or EGRESS-OUT-ACK, see pure_ack_rules):
-a TCP packet with flags exactly ACK, no payload and an open window carries nothing to
-inspect, and the engine does not track it (egress.engine.is_pure_ack; replay ignores it
-too, so both give the same verdicts). Measured on bench_live's short connections: 4 of
-their 10 queued packets; not queueing them took the daemon from 304 to 231 us of CPU
-per connection, most of it kernel work (the re-injection forwarding the packet).
+PURE ACKs (rules a, b and the chain EGRESS-FWD-ACK or EGRESS-OUT-ACK, see
+pure_ack_rules): a TCP packet with flags exactly ACK, no payload and an open window
+carries nothing to inspect, and the engine does not track it on a flow it knows
+(egress.engine.is_pure_ack; replay ignores it too, so both give the same verdicts).
+Measured on bench_live's short connections: 4 of their 10 queued packets; not queueing
+them took the daemon from 304 to 231 us of CPU per connection, most of it kernel work
+(the re-injection forwarding the packet). Only on a connection whose SYN went through
+this chain (rule a marks it; the SYN itself is queued, so the engine knows the flow): a
+"connection" of bare ACKs that conntrack picked up mid-stream, which could carry data in
+its sequence numbers, windows and timestamps to any host, is queued and judged like
+any flow, as before.
 
 Marks never cross network namespaces (the kernel scrubs them on veth), so a sandbox
 cannot pre-mark its packets in gateway mode; in sidecar mode it would need CAP_NET_ADMIN
@@ -103,6 +110,7 @@ MARK_REJECT = 0x0B000000
 MARK_WATCH = 0x0C000000
 MARK_REQUEUE = 0x01000000       # a connmark no rule matches: the connection is queued again
 MARK_REJECT_ONCE = 0x03000000
+MARK_SYN_SEEN = 0x00080000      # connmark: the connection's SYN went through our chain (see PURE ACKs)
 MAX_SLOTS = 15                  # slot values 1..15 in SLOT_MASK; 0 = no slot yet
 REJECT_BITS = 0x07000000        # under this mask REJECT and REJECT_ONCE both read 0x03000000
 
@@ -212,7 +220,9 @@ def chain_rules(spec: RuleSpec, family: int) -> list[str]:
         "-m mark --mark 0x%x/%s %s -j DROP" % (MARK_DROP, m, _tag()),
         "-p tcp -m mark --mark 0x%x/0x%x %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT_ONCE, REJECT_BITS, _tag()),
         "-m mark --mark 0x%x/0x%x %s -j REJECT --reject-with %s" % (MARK_REJECT_ONCE, REJECT_BITS, _tag(), unreach),
-        "-p tcp --tcp-flags %s ACK %s -j %s" % (_TCP_FLAGS, _tag(), spec.ack_chain),
+        "-p tcp --syn %s -j CONNMARK --set-xmark 0x%x/0x%x" % (_tag(), MARK_SYN_SEEN, MARK_SYN_SEEN),
+        "-p tcp --tcp-flags %s ACK -m connmark --mark 0x%x/0x%x %s -j %s"
+        % (_TCP_FLAGS, MARK_SYN_SEEN, MARK_SYN_SEEN, _tag(), spec.ack_chain),
         *queue_rules(spec),
     ]
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from egress.drivers.iptables import (MARK_ALLOW, MARK_MASK, MARK_SAVE, MARK_WATCH, OWNED_BITS, SLOT_MASK, Iptables,
+from egress.drivers.iptables import (MARK_ALLOW, MARK_MASK, MARK_SAVE, MARK_SYN_SEEN, MARK_WATCH, OWNED_BITS, SLOT_MASK, Iptables,
                                      RuleSpec, chain_rules, hook_rules, install_script, pure_ack_rules, removal_script,
                                      slot_bits, watch_mark)
 
@@ -80,7 +80,7 @@ def test_ipv6_rejects_with_icmp6_and_bypass_is_an_option():
 
 def test_several_queues_get_connections_round_robin_by_a_connmark_slot():
     rules = chain_rules(RuleSpec(queues=(2, 3, 4), bypass=True), 4)
-    tail = rules[rules.index(next(r for r in rules if "--set-xmark" in r)):]
+    tail = rules[rules.index(next(r for r in rules if "--set-xmark 0x%x/" % slot_bits(0) in r)):]
     unslotted = "-m connmark --mark 0x0/0x%x " % SLOT_MASK
     assert tail[:3] == [
         unslotted + "-m statistic --mode nth --every 3 --packet 0 -m comment --comment egress "
@@ -152,7 +152,7 @@ def test_install_and_remove_are_idempotent_in_a_namespace():
         once = ipt.ours()
         ipt.install(spec)
         assert ipt.ours() == once
-        assert sum(1 for l in once if l.startswith("v6 -A EGRESS-FWD ")) == 15
+        assert sum(1 for l in once if l.startswith("v6 -A EGRESS-FWD ")) == 16
         assert sum(1 for l in once if l.startswith("v6 -A EGRESS-FWD-ACK ")) == 11
         assert sum(1 for l in once if "--ctstate INVALID" in l and l.endswith("-j DROP")) == 2
         assert sum(1 for l in once if "NFLOG" in l) == 2
@@ -166,8 +166,12 @@ def test_install_and_remove_are_idempotent_in_a_namespace():
 def test_pure_acks_leave_after_every_mark_rule_and_before_any_queue_rule(spec):
     rules = chain_rules(spec, 4)
     jump = [i for i, r in enumerate(rules) if r.endswith("-j " + spec.ack_chain)]
-    assert len(jump) == 1 and rules[jump[0]].startswith("-p tcp --tcp-flags FIN,SYN,RST,PSH,ACK,URG ACK ")
-    assert all("mark --mark" in r or "INVALID" in r for r in rules[:jump[0]])       # blocked flows stay blocked
+    assert len(jump) == 1 and rules[jump[0]].startswith("-p tcp --tcp-flags FIN,SYN,RST,PSH,ACK,URG ACK "
+                                                        "-m connmark --mark 0x%x/0x%x " % (MARK_SYN_SEEN, MARK_SYN_SEEN))
+    # Only on connections whose SYN passed here: the rule just before marks them.
+    assert rules[jump[0] - 1].startswith("-p tcp --syn ") and "--set-xmark 0x80000/0x80000" in rules[jump[0] - 1]
+    assert MARK_SYN_SEEN & OWNED_BITS == 0                       # saving a verdict never clears it
+    assert all("mark --mark" in r or "INVALID" in r for r in rules[:jump[0] - 1])   # blocked flows stay blocked
     assert all("NFQUEUE" in r or "CONNMARK --set-xmark" in r for r in rules[jump[0] + 1:])
     script = install_script(spec, 6)
     assert ":%s - [0:0]" % spec.ack_chain in script and "-A %s -m u32" % spec.ack_chain in script
@@ -185,8 +189,11 @@ def test_the_pure_ack_tests_tie_the_length_to_the_data_offset():
 @pytest.mark.netns
 def test_exactly_the_plain_pure_acks_skip_the_queue_on_a_real_connection(tmp_path):
     """Rule counters against a capture of the same connections, v4 and v6: the pure-ACK
-    chain accepted exactly the packets egress.engine.is_pure_ack calls pure, and the
-    queue rule (bypassed: no daemon here) got every other TCP packet."""
+    chain accepted exactly the packets egress.engine.is_pure_ack calls pure on
+    connections whose SYN went through, and the queue rule (bypassed: no daemon here)
+    got every other TCP packet, also bare ACKs sent without any handshake (a covert
+    channel in sequence numbers must not skip the queue), unless conntrack found them
+    invalid (dropped first)."""
     if os.geteuid() != 0 or not shutil.which("iptables-restore") or not shutil.which("tcpdump"):
         pytest.skip("needs root, iptables and tcpdump to build a namespace")
     import signal
@@ -226,6 +233,13 @@ def test_exactly_the_plain_pure_acks_skip_the_queue_on_a_real_connection(tmp_pat
                 topo.run("sbx", sys.executable, "-c", client, host)
                 topo.run("sbx", sys.executable, "-c", client, host)
                 srv.wait(10)
+            bare = ("import socket, sys\n"
+                    "from egress.testing.craft import tcp\n"
+                    "s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)\n"
+                    "for i in range(3):\n"
+                    "    s.sendto(tcp(sys.argv[1], sys.argv[2], 41000, 7100, 'A', 1000 + i, 5000, window=512),"
+                    " (sys.argv[2], 0))\n")
+            topo.run("sbx", sys.executable, "-c", bare, topo.addr.sbx4, topo.addr.ext4)
             time.sleep(1.0)         # tcpdump writes what it got before it is stopped
         finally:
             dump.send_signal(signal.SIGINT)
@@ -240,10 +254,17 @@ def test_exactly_the_plain_pure_acks_skip_the_queue_on_a_real_connection(tmp_pat
                 if chain == "EGRESS-FWD-ACK":
                     counted[family, "pure"] = sum(int(r[0]) for r in rows)
                 else:
-                    counted[family, "queued"] = sum(int(r[0]) for r in rows if r[2] == "NFQUEUE")
+                    counted[family, "queued"] = sum(int(r[0]) for r in rows if r[2] == "NFQUEUE"
+                                                    or (r[2] == "DROP" and "INVALID" in r))
         seen = {(f, kind): 0 for f in (4, 6) for kind in ("pure", "queued")}
+        with_syn, bare_acks = set(), 0
         for raw in read_capture(pcap):
             pkt = decode(raw)
-            seen[pkt.version, "pure" if is_pure_ack(pkt) else "queued"] += 1
-        assert seen[4, "pure"] >= 6 and seen[6, "pure"] >= 6 and seen[4, "queued"] >= 20
+            ends = frozenset(((pkt.src, pkt.sport), (pkt.dst, pkt.dport)))
+            if pkt.flags & 0x02:
+                with_syn.add(ends)
+            skips = is_pure_ack(pkt) and ends in with_syn
+            bare_acks += pkt.sport == 41000
+            seen[pkt.version, "pure" if skips else "queued"] += 1
+        assert seen[4, "pure"] >= 6 and seen[6, "pure"] >= 6 and seen[4, "queued"] >= 20 and bare_acks == 3
         assert counted == seen
