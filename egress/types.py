@@ -38,7 +38,26 @@ def proto_name(proto: int) -> str:
 
 
 def ip_text(addr: bytes) -> str:
-    """Packed IPv4/IPv6 address -> its usual text form ('' for anything else)."""
+    """Packed IPv4/IPv6 address -> its usual text form ('' for anything else).
+
+    Remembered per bytes address (a gateway's flows share few addresses; IPv6 text is
+    costly): the same text as ip_text_reference."""
+    if type(addr) is not bytes:
+        return ip_text_reference(addr)
+    text = _IP_TEXTS.get(addr)
+    if text is None:
+        text = ip_text_reference(addr)
+        if len(_IP_TEXTS) >= 65536:
+            _IP_TEXTS.clear()
+        _IP_TEXTS[addr] = text
+    return text
+
+
+_IP_TEXTS: dict[bytes, str] = {}
+
+
+def ip_text_reference(addr: bytes) -> str:
+    """The definition of ip_text."""
     if len(addr) == 4:
         return "%d.%d.%d.%d" % (addr[0], addr[1], addr[2], addr[3])
     if len(addr) == 16:

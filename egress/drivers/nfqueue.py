@@ -275,7 +275,15 @@ class QueueDriver:
             iface = self._ifnames.get(pkt.indev, _UNKNOWN)
             if iface is _UNKNOWN:
                 iface = self._ifname(pkt.indev)
-            decision = self.engine.process(RawPacket(ts, data, 101, wire_length(data), iface))
+            # wire_length(data), its IPv4 case inline (one call less on every packet)
+            size = len(data)
+            if size >= 4 and data[0] >> 4 == 4:
+                wire = (data[2] << 8) | data[3]
+                if wire < size:
+                    wire = size
+            else:
+                wire = wire_length(data)
+            decision = self.engine.process(RawPacket(ts, data, 101, wire, iface))
             action = decision.action
         except Exception:
             self.counters["exceptions"] += 1

@@ -84,18 +84,20 @@ class FlowTable:
 
     def track(self, pkt: Packet) -> tuple[Flow, int, bool]:
         proto = pkt.proto
+        src, dst = pkt.src, pkt.dst
         if proto in _PORTED:
-            a, b = (pkt.src, pkt.sport), (pkt.dst, pkt.dport)
+            a, b = (src, pkt.sport), (dst, pkt.dport)
         else:
-            a, b = (pkt.src, 0), (pkt.dst, 0)
+            a, b = (src, 0), (dst, 0)
         key = (proto, a, b) if a <= b else (proto, b, a)
         flows = self.flows
         flow = flows.get(key)
         is_new = False
         ts = pkt.ts
+        flags = pkt.flags
         # Cheap pre-check first: most packets are neither late, nor a SYN, nor on a closed flow.
         if flow is not None and (ts - flow.last > self._min_idle or flow.state == STATE_CLOSED
-                                 or pkt.flags & SYN):
+                                 or flags & SYN):
             ended = self._starts_over(flow, pkt, ts)
             if ended:
                 self._end(flow, ended)
@@ -108,8 +110,8 @@ class FlowTable:
             del flows[key]
             flows[key] = flow
         # A flow from an address:port to itself has identical directions: all toserver.
-        direction = TO_SERVER if (pkt.src == flow.client_ip and a[1] == flow.client_port) else TO_CLIENT
-        if pkt.src == pkt.dst and a[1] == b[1]:
+        direction = TO_SERVER if (src == flow.client_ip and a[1] == flow.client_port) else TO_CLIENT
+        if src == dst and a[1] == b[1]:
             direction = TO_SERVER
         if ts > flow.last:
             flow.last = ts
@@ -125,8 +127,8 @@ class FlowTable:
             flow.payload_toclient += plen
         if plen and flow.first_payload_dir < 0:
             flow.first_payload_dir = direction
-        if proto == PROTO_TCP and (pkt.flags & _STATEFUL or flow.state is STATE_NEW):
-            self._tcp_state(flow, pkt.flags, direction, pkt.seq, plen)
+        if proto == PROTO_TCP and (flags & _STATEFUL or flow.state is STATE_NEW):
+            self._tcp_state(flow, flags, direction, pkt.seq, plen)
         return flow, direction, is_new
 
     def lookup(self, pkt: Packet) -> Flow | None:

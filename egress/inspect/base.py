@@ -77,7 +77,7 @@ class StreamView:
     """
     __slots__ = ("proto", "client_ip", "client_port", "server_ip", "server_port", "to_server",
                  "to_client", "datagrams", "closed_to_server", "closed_to_client", "facts",
-                 "app_proto", "sizes", "initiator_known", "memo")
+                 "app_proto", "sizes", "initiator_known", "memo", "walked")
 
     def __init__(self, proto: int, client_ip: bytes, client_port: int, server_ip: bytes,
                  server_port: int, to_server: bytes = b"", to_client: bytes = b"",
@@ -100,6 +100,7 @@ class StreamView:
         self.sizes = sizes
         self.initiator_known = initiator_known
         self.memo: dict = {}
+        self.walked: tuple | None = None     # mining_http.exchange's last answer on this view
 
 
 def shared(view: StreamView, parse: Callable[[bytes], Any], data: bytes) -> Any:

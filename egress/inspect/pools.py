@@ -57,13 +57,21 @@ def normalize(name: Any) -> str:
     return name.rstrip(".")
 
 
+_UNSEEN = object()
+_MEMO_MAX = 4096
+
+
 class PoolDomains:
     """An immutable set of pool domain suffixes."""
-    __slots__ = ("_suffixes", "source")
+    __slots__ = ("_suffixes", "source", "_memo")
 
     def __init__(self, suffixes: Iterable[str] = (), source: str = "<memory>"):
         object.__setattr__(self, "_suffixes", frozenset(normalize(s) for s in suffixes if normalize(s)))
         object.__setattr__(self, "source", source)
+        # str name -> match(name): the same hosts come again and again (the TLS, HTTP and
+        # DNS names of a sandbox's flows), and the answer is a pure function of the name
+        # and the immutable suffixes. Emptied when full.
+        object.__setattr__(self, "_memo", {})
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("PoolDomains is immutable; load a new one")
@@ -98,7 +106,19 @@ class PoolDomains:
         return cls(entries, str(path))
 
     def match(self, name: Any) -> str | None:
-        """The pool entry `name` falls under, or None."""
+        """The pool entry `name` falls under, or None (remembered per str name)."""
+        if type(name) is not str:
+            return self._match(name)
+        memo = self._memo
+        found = memo.get(name, _UNSEEN)
+        if found is _UNSEEN:
+            found = self._match(name)
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[name] = found
+        return found
+
+    def _match(self, name: Any) -> str | None:
         name = normalize(name)
         if not name:
             return None

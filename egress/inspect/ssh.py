@@ -290,16 +290,17 @@ def _ws_payload(data: bytes, limit: int = MAX_BYTES) -> bytes:
     return bytes(out[:limit])
 
 
-def _unwrap_http(view: StreamView) -> tuple[str, bytes, bytes] | None:
+def _unwrap_http(view: StreamView, walked=None) -> tuple[str, bytes, bytes] | None:
     """If the flow is an HTTP upgrade/CONNECT that switched protocols: (kind, inner c->s, inner s->c).
 
     Any request of a keep-alive connection may be the one that switches (a harmless GET
     first does not hide a later Upgrade): the requests and responses are walked
     (mining_http.exchange, shared with the other HTTP detectors) to the response that
-    switched, 101 or a 2xx to CONNECT, and the request it answers."""
+    switched, 101 or a 2xx to CONNECT, and the request it answers. `walked`: that
+    exchange of the view when the caller has it already."""
     if not view.to_server.startswith(_HTTP_METHODS):
         return None
-    requests, responses = exchange(view, view.to_server, view.to_client)     # shared: one walk a round
+    requests, responses = walked or exchange(view, view.to_server, view.to_client)   # shared: one walk a round
     k = responses.switch
     if k < 0 or k >= len(requests.msgs):
         return None
@@ -312,9 +313,9 @@ def _unwrap_http(view: StreamView) -> tuple[str, bytes, bytes] | None:
     return "http", inner_c, inner_s
 
 
-def _http_more(view: StreamView) -> bool:
+def _http_more(view: StreamView, walked=None) -> bool:
     """Whether a later request of the connection may still switch protocols."""
-    requests, responses = exchange(view, view.to_server, view.to_client)
+    requests, responses = walked or exchange(view, view.to_server, view.to_client)
     up_done = view.closed_to_server or len(view.to_server) >= MAX_BYTES
     down_done = view.closed_to_client or len(view.to_client) >= MAX_BYTES
     return more_requests(requests, responses, up_done, down_done)
@@ -577,11 +578,13 @@ class SshDetector:
         to_server, to_client = view.to_server, view.to_client
         wrapper = None
         if to_server.startswith(_HTTP_METHODS) or to_client.startswith(b"HTTP/"):
-            unwrapped = _unwrap_http(view)
+            # one lookup of the shared walk for both helpers (a pure parse: the same answer)
+            walked = exchange(view, to_server, to_client)
+            unwrapped = _unwrap_http(view, walked)
             if unwrapped is None:
                 # an HTTP exchange that has not (yet) switched protocols: wait while a later
                 # request of the connection may still do it
-                if len(to_server) >= self.max_bytes or view.closed_to_server or not _http_more(view):
+                if len(to_server) >= self.max_bytes or view.closed_to_server or not _http_more(view, walked):
                     return NO_MATCH
                 return NEED_MORE
             wrapper, to_server, to_client = unwrapped

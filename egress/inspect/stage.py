@@ -225,10 +225,16 @@ class InspectStage:
 
     def _run_detectors(self, flow: Flow, final: bool = False) -> bool:
         view = self._view(flow)
+        # The client's side as the last round showed it: a `client_side_only` detector
+        # (base.py) still waiting then answers NEED_MORE again, so it is not called.
+        client_same = False
         if final:
             view.closed_to_server = view.closed_to_client = True
         elif flow.streams is not None:
-            flow.streams[TO_SERVER].shown = (len(view.to_server), view.closed_to_server)
+            up = flow.streams[TO_SERVER]
+            shown = (len(view.to_server), view.closed_to_server)
+            client_same = up.shown == shown
+            up.shown = shown
         changed = False
         still: list[Detector] = []
         # A detector whose budget exceeds what reassembly keeps is done when reassembly is.
@@ -238,14 +244,21 @@ class InspectStage:
         # Both directions closed: every detector is done after this call (see _exhausted).
         both_closed = view.closed_to_server and view.closed_to_client
         for detector in flow.inspecting:
-            try:
-                result = detector.inspect(view)
-            except Exception as exc:  # a detector bug must not take the flow down
-                self.errors["%s: %s" % (detector.name, type(exc).__name__)] += 1
-                continue
+            if client_same and getattr(detector, "client_side_only", False):
+                result = NEED_MORE
+            else:
+                try:
+                    result = detector.inspect(view)
+                except Exception as exc:  # a detector bug must not take the flow down
+                    self.errors["%s: %s" % (detector.name, type(exc).__name__)] += 1
+                    continue
             if result is NO_MATCH:               # the common answers are shared constants
                 continue
-            if result is not NEED_MORE and (result.detections or result.facts or result.app_proto):
+            if result is NEED_MORE:
+                if not both_closed and seen < detector.max_bytes:
+                    still.append(detector)
+                continue
+            if result.detections or result.facts or result.app_proto:
                 changed |= self._merge(flow, result)
                 if result.facts:
                     view.facts = flow.facts

@@ -88,11 +88,28 @@ def _facts(flow: Flow) -> dict:
     """Group "tls.sni"-style facts under "tls"; facts without a prefix go under "facts"."""
     grouped: dict = {}
     for name, value in flow.facts.items():
-        group, _, field = name.partition(".")
-        if not field:
-            group, field = "facts", name
-        grouped.setdefault(group, {})[field] = value
+        split = _SPLITS.get(name)
+        if split is None:
+            split = _split(name)
+        group, field = split
+        fields = grouped.get(group)
+        if fields is None:
+            fields = grouped[group] = {}
+        fields[field] = value
     return grouped
+
+
+_SPLITS: dict[str, tuple[str, str]] = {}     # fact name -> (group, field): a few dozen names
+
+
+def _split(name: str) -> tuple[str, str]:
+    """(group, field) of a fact name, remembered (bounded: fact names are the detectors')."""
+    group, _, field = name.partition(".")
+    split = (group, field) if field else ("facts", name)
+    if len(_SPLITS) >= 1024:
+        _SPLITS.clear()
+    _SPLITS[name] = split
+    return split
 
 
 def flow_event(flow: Flow) -> dict:
@@ -103,7 +120,7 @@ def flow_event(flow: Flow) -> dict:
         "bytes_toserver": flow.bytes_toserver,
         "bytes_toclient": flow.bytes_toclient,
         "start": timestamp(flow.start),
-        "end": timestamp(flow.last),
+        "end": event["timestamp"],           # timestamp(flow.last), formatted once
         "age": int(flow.last - flow.start),
         "state": flow.state if flow.is_tcp else ("established" if flow.pkts_toclient else "new"),
         "reason": flow.end_reason or "unknown",

@@ -59,6 +59,8 @@ CACHE_MAX = 16384            # entries of each memo table (plans, policy choices
 _NAMELESS_PROTOS = frozenset(("ssh", "dns", "stratum", "ntp", "git", "smtp", "ftp", "rdp", "irc", "websocket"))
 ALLOW_ALL = "version: 1\npolicies:\n  allow-all:\n    mode: enforce\n    rules: []\n    default: allow\n"
 _NO_REASONS: list[str] = []
+_UNSEEN = object()
+_ALLOW = Action.ALLOW          # a global: an enum member is a slower class attribute lookup
 # Facts that name a flow: (key, label in reasons, subject to the domain-fronting guard).
 _NAME_FACTS = (("tls.sni", "sni", True), ("quic.sni", "sni", True), ("http.host", "host", True),
                ("dns.query", "dns query", False))
@@ -300,6 +302,10 @@ class PolicyEngine:
         # while the attribution map is unchanged (its generation)
         self._policy_cache: dict = {}
         self._policy_gen = -1
+        # (client, server, iface) -> what attribute() found: ("entry", sandbox, episode),
+        # ("yaml", name, None) or None; valid while the attribution map is unchanged
+        self._attr_cache: dict = {}
+        self._attr_gen = -1
 
     # -- construction --------------------------------------------------------------------
 
@@ -357,7 +363,38 @@ class PolicyEngine:
     # -- protocol: attribute / observe / decide ---------------------------------------------
 
     def attribute(self, flow: Any, iface: str | None = None) -> dict | None:
-        """{"id": sandbox, "episode": episode-or-None} for the flow's sandbox, or None."""
+        """{"id": sandbox, "episode": episode-or-None} for the flow's sandbox, or None.
+
+        Equal to `attribute_reference`, a fresh dict every time, but the lookups are
+        remembered per (client, server, iface) until the attribution map changes (its
+        generation), as `_policy_cached` does; the YAML sandboxes never change here."""
+        if iface is None:
+            facts = getattr(flow, "facts", None)
+            iface = facts.get("iface") if isinstance(facts, dict) else None
+        key = (flow.client_ip, flow.server_ip, iface)
+        generation = self.attribution.generation      # read before computing (see _policy_cached)
+        cache = self._attr_cache
+        if generation != self._attr_gen:
+            cache.clear()
+            self._attr_gen = generation
+        try:
+            found = cache.get(key, _UNSEEN)
+        except TypeError:                             # an odd, unhashable address or iface
+            return self.attribute_reference(flow, iface)
+        if found is _UNSEEN:
+            found = self._attribution_of(flow, iface)
+            if len(cache) >= CACHE_MAX:
+                cache.clear()
+            cache[key] = found
+        return None if found is None else {"id": found[0], "episode": found[1]}
+
+    def _attribution_of(self, flow: Any, iface: str | None) -> tuple | None:
+        """(sandbox id, episode) of `flow`, or None (what attribute_reference returns, as a tuple)."""
+        found = self.attribute_reference(flow, iface)
+        return None if found is None else (found["id"], found["episode"])
+
+    def attribute_reference(self, flow: Any, iface: str | None = None) -> dict | None:
+        """The definition of `attribute`: look the addresses up afresh."""
         entry = self._entry(flow)
         if entry is not None:
             return {"id": entry.sandbox, "episode": entry.episode}
@@ -684,7 +721,7 @@ class PolicyEngine:
         return Verdict(action=Action.ALLOW, mode=policy.mode, rule="pending", reasons=tuple(reasons))
 
     def _record(self, flow: Any, verdict: Verdict, policy: Policy, now: float) -> Verdict:
-        if verdict.action is Action.ALLOW and not verdict.alert:
+        if verdict.action is _ALLOW and not verdict.alert:
             return verdict
         key = (flow.flow_id, verdict.rule, verdict.action.value, verdict.mode.value)
         if self.attribution.recorded(key):

@@ -9,6 +9,7 @@ import pytest
 
 from egress.engine import Engine
 from egress.inspect.base import NEED_MORE, StreamView
+from egress.inspect.mining_anywhere import MiningAnywhereDetector
 from egress.inspect.registry import default_detectors
 from egress.inspect.stage import InspectStage
 from egress.policy import load_policy_engine
@@ -42,8 +43,8 @@ def _sessions():
 
 
 def _run(repo_root, skip: bool, monkeypatch):
-    if not skip:
-        monkeypatch.setattr(InspectStage, "_server_side_news_only", lambda self, flow: False)
+    if not skip:       # no detector declares itself: every round runs, every detector is called
+        monkeypatch.setattr(MiningAnywhereDetector, "client_side_only", False)
     engine = Engine(detectors=default_detectors(),
                     policy=load_policy_engine([str(repo_root / "rules" / "default.yaml")]))
     seen = []
@@ -61,18 +62,30 @@ def _run(repo_root, skip: bool, monkeypatch):
 
 
 def test_leaving_out_server_only_rounds_changes_nothing(repo_root, monkeypatch):
+    """Rounds left out (_server_side_news_only) and calls left out (a round with news on
+    the server's side only, for a client_side_only detector) change no outcome."""
     calls = []
     original = InspectStage._server_side_news_only
+    inspected = []
+    original_inspect = MiningAnywhereDetector.inspect
 
     def counting(self, flow):
         answer = original(self, flow)
         calls.append(answer)
         return answer
 
+    def counting_inspect(self, view):
+        inspected.append(1)
+        return original_inspect(self, view)
+
     monkeypatch.setattr(InspectStage, "_server_side_news_only", counting)
+    monkeypatch.setattr(MiningAnywhereDetector, "inspect", counting_inspect)
     with_skip = _run(repo_root, True, monkeypatch)
-    assert any(calls), "the sessions must exercise the skip"
+    assert any(calls), "the sessions must exercise the skipped rounds"
+    calls_with_skip = len(inspected)
+    monkeypatch.setattr(MiningAnywhereDetector, "inspect", counting_inspect)
     without = _run(repo_root, False, monkeypatch)
+    assert calls_with_skip < len(inspected) - calls_with_skip     # fewer calls with the skips
     assert with_skip == without
 
 
