@@ -138,7 +138,7 @@ class Engine:
             self._now = now
         if now >= self._next_sweep:
             self.advance(now)
-        if pkt.proto == PROTO_TCP and is_pure_ack(pkt):
+        if pkt.proto == PROTO_TCP and pkt.flags & _TCP_FLAGS == ACK and is_pure_ack(pkt):
             known = self.table.lookup(pkt)
             if known is not None:
                 return self._pure_ack(known, now)
