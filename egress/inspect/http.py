@@ -42,12 +42,45 @@ _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _LATER_FACTS = ("http.upgrade", "http.websocket_protocol", "http.connect_target")
 
 
+_BYTES_WS = " \t\n\r\x0b\x0c"      # what bytes.strip() strips (ASCII whitespace only)
+
+
 def parse_head(data: bytes) -> tuple[str, list[bytes], dict[str, str]]:
-    """-> (state, [first line], headers) with state need | no | ok; header names lower case."""
+    """-> (state, [first line], headers) with state need | no | ok; header names lower case.
+
+    The header block is decoded once (latin-1: one character per byte, so it splits
+    where the bytes split) and cut as text; stripping and lower-casing do what the
+    bytes methods do (ASCII whitespace, ASCII letters), so the answer is that of
+    `parse_head_reference` (tests/inspect/test_http_parse_head.py)."""
     end = data.find(b"\r\n\r\n", 0, MAX_BYTES)
     sep = b"\r\n"
     if end < 0:
         alt = data.find(b"\n\n", 0, MAX_BYTES)   # bare-LF clients exist; accept them
+        if alt >= 0:
+            end, sep = alt, b"\n"
+    if end < 0:
+        return ("no" if len(data) >= MAX_BYTES else "need"), [], {}
+    lines = data[:end].decode("latin-1").split(sep.decode("latin-1"))
+    headers: dict[str, str] = {}
+    for line in lines[1:100]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or " " in name.strip("\r"):
+            return "no", [], {}
+        key = name.strip(_BYTES_WS)
+        key = key.lower() if key.isascii() else key.encode("latin-1").lower().decode("latin-1")
+        if key not in headers:
+            headers[key] = value.strip(_BYTES_WS)[:1024]
+    first_end = data.find(sep, 0, end)
+    first = data[:first_end if first_end >= 0 else end]
+    return "ok", [first.rstrip(b"\r")], headers
+
+
+def parse_head_reference(data: bytes) -> tuple[str, list[bytes], dict[str, str]]:
+    """The definition `parse_head` must equal: the header lines cut and decoded as bytes."""
+    end = data.find(b"\r\n\r\n", 0, MAX_BYTES)
+    sep = b"\r\n"
+    if end < 0:
+        alt = data.find(b"\n\n", 0, MAX_BYTES)
         if alt >= 0:
             end, sep = alt, b"\n"
     if end < 0:
@@ -94,7 +127,8 @@ def request_facts(data: bytes) -> tuple[str, dict]:
     m = _REQUEST_LINE.match(first[0])
     if not m:
         return "no", {}
-    method, target, version = (g.decode("latin-1") for g in m.groups())
+    method, target, version = m.group(1, 2, 3)
+    method, target, version = method.decode("latin-1"), target.decode("latin-1"), version.decode("latin-1")
     facts: dict = {"http.method": method, "http.uri": target[:2048], "http.version": version}
     host = headers.get("host")
     if method == "CONNECT":

@@ -43,7 +43,9 @@ def metadata_detection(flow) -> Detection | None:
         if service is not None:
             return Detection("metadata", "metadata.cloud_endpoint",
                              {"address": flow.dest_ip, "service": service, "dest_port": flow.server_port})
-        facts = flow.facts or {}
+        facts = flow.facts
+        if not facts:                # a new flow: no name to look at yet
+            return None
         for key in ("http.host", "dns.query", "tls.sni"):
             name = facts.get(key)
             if isinstance(name, str) and name.lower().rstrip(".") in METADATA_NAMES:

@@ -179,9 +179,15 @@ class InspectStage:
             return self._datagram_view(flow)
         up, down = flow.streams
         # Nothing added in either direction: the last view's bytes objects come again,
-        # so all of its memo stays valid (see below).
-        same_bytes = not up.grown() and not down.grown()
-        to_server, to_client = up.snapshot(), down.snapshot()
+        # so all of its memo stays valid (see below). (grown() and snapshot(), inline.)
+        same_bytes = True
+        if len(up.data) != len(up._bytes):
+            up._bytes = bytes(up.data)
+            same_bytes = False
+        if len(down.data) != len(down._bytes):
+            down._bytes = bytes(down.data)
+            same_bytes = False
+        to_server, to_client = up._bytes, down._bytes
         # A FIN ends a direction for the detectors only once the stream has reached
         # it: a FIN ahead of a gap (a fake one, far in the window) must not make them
         # conclude while the bytes before it can still come. A reset ends nothing

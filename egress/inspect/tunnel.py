@@ -125,7 +125,7 @@ class TunnelDetector:
         if out.startswith(b"GET "):
             state, facts = shared(view, http_mod.request_facts, out)
             proto = facts.get("http.websocket_protocol", "") if state == "ok" else ""
-            if _CHISEL.search(proto):
+            if proto and _CHISEL.search(proto):         # (the pattern cannot match "")
                 return Detection("tunnel", "tunnel.chisel", {"subprotocol": proto[:64]})
             return None
         head = out[:2048]
