@@ -404,6 +404,17 @@ def main() -> int:
                       % (last, ",".join(map(str, others))), file=sys.stderr)
                 b.start_egress(*model_args, "--cpus", str(last))
                 conn_rounds("conns_model_pinned")
+                # The goal's own case, measured again: alternating rounds, then the steady state.
+                base, egress = [], []
+                for _ in range(args.rounds):
+                    b.rules(False); base.append(b.conns(2, 8, HTTP_REQUEST)[0])
+                    b.rules(True); egress.append(b.conns(2, 8, HTTP_REQUEST)[0])
+                results["conns_model_pinned_rounds"] = {"baseline": base, "egress": egress}
+                if args.long > 0:
+                    b.rules(False); base = b.conns(2, 8, HTTP_REQUEST, args.long)
+                    b.rules(True); egress = b.conns(2, 8, HTTP_REQUEST, args.long)
+                    results["conns_model_pinned_long"] = {"baseline": base, "egress": egress,
+                                                          "egress_user_sys_us": b.last_cpu_split}
                 b.rules(False)
                 b.stop_egress()
                 for role in ("sbx", "ext"):
@@ -498,6 +509,7 @@ def main() -> int:
 
 
 def report(r: dict, args) -> str:
+    med = lambda xs: sorted(xs)[len(xs) // 2]
     lines = [
         "## Live gateway (NFQUEUE)",
         "",
@@ -562,6 +574,20 @@ def report(r: dict, args) -> str:
             lines.append("| new connections/s, fully inspected: %s; %s | %.0f | %.0f | %.0f %% (failed: %d / %d; "
                          "daemon CPU %.0f us/connection: user %.0f, system %.0f) |"
                          % (variant, name, cb, ce, 100 * ce / cb, cb_bad, ce_bad, cpu_us, user_us, sys_us))
+    if "conns_model_pinned_rounds" in r:
+        x = r["conns_model_pinned_rounds"]
+        lines.append("| new connections/s, fully inspected: HTTP GET, 2 clients x 8 in flight; rules + model, daemon "
+                     "pinned, RPS as above: median of %d alternating rounds (egress: %s) | %.0f | %.0f | %.0f %% |"
+                     % (len(x["egress"]), ", ".join("%.0f" % v for v in x["egress"]), med(x["baseline"]),
+                        med(x["egress"]), 100 * med(x["egress"]) / med(x["baseline"])))
+    if "conns_model_pinned_long" in r:
+        x = r["conns_model_pinned_long"]
+        (cb, cb_bad, _), (ce, ce_bad, cpu_us) = x["baseline"], x["egress"]
+        user_us, sys_us = x.get("egress_user_sys_us", (0.0, 0.0))
+        lines.append("| new connections/s, fully inspected: HTTP GET, 2 clients x 8 in flight, %g s; rules + model, "
+                     "daemon pinned, RPS as above, steady state (flows also end in the run) | %.0f | %.0f | %.0f %% "
+                     "(failed: %d / %d; daemon CPU %.0f us/connection: user %.0f, system %.0f) |"
+                     % (args.long, cb, ce, 100 * ce / cb, cb_bad, ce_bad, cpu_us, user_us, sys_us))
     if pinned:
         lines += ["", "Pinned runs: in these namespaces a verdict re-injected by egress is forwarded to a veth, and "
                   "without RPS the receiving namespace's whole TCP work (the server's SYN handling, accept wake-ups, "
