@@ -10,16 +10,17 @@ or EGRESS-OUT (sidecar: jumped to from OUTPUT and INPUT, loopback excepted)::
     3 -m connmark --mark DROP/MASK    -j DROP                    never reach the queue)
     4 -p tcp -m connmark --mark REJECT/MASK -j REJECT --reject-with tcp-reset
     5 -m connmark --mark REJECT/MASK  -j REJECT --reject-with icmp(6)-port-unreachable
+    a -p tcp --syn                    -j CONNMARK --set-xmark SYN_SEEN
+    b -p tcp --tcp-flags ALL ACK -m connmark --mark SYN_SEEN
+                                      -j EGRESS-FWD-ACK          (pure ACKs: accepted there,
+                                                                 never queued nor copied;
+                                                                 see below)
     w -m connmark --mark WATCH|SLOT   -j NFLOG --nflog-group G+SLOT  (allowed, still watched
     w -m connmark --mark WATCH/MASK   -j ACCEPT                  by the classifier: a copy)
     6 -m mark --mark ALLOW/MASK       -j ACCEPT                 (the verdict mark itself, for
     7 -m mark --mark DROP/MASK        -j DROP                    untracked packets)
     8 -p tcp -m mark --mark REJECT*   -j REJECT --reject-with tcp-reset
     9 -m mark --mark REJECT*          -j REJECT --reject-with icmp(6)-port-unreachable
-    a -p tcp --syn                    -j CONNMARK --set-xmark SYN_SEEN
-    b -p tcp --tcp-flags ALL ACK -m connmark --mark SYN_SEEN
-                                      -j EGRESS-FWD-ACK          (pure ACKs: accepted there,
-                                                                 never queued; see below)
    10 -j NFQUEUE --queue-num N [--queue-bypass]
       (several queues: s rules give each new connection a slot in its connmark, one
       NFQUEUE rule per slot sends it to its queue, so both directions of a connection
@@ -212,6 +213,10 @@ def chain_rules(spec: RuleSpec, family: int) -> list[str]:
         "-m connmark --mark 0x%x/%s %s -j DROP" % (MARK_DROP, m, _tag()),
         "-p tcp -m connmark --mark 0x%x/%s %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT, m, _tag()),
         "-m connmark --mark 0x%x/%s %s -j REJECT --reject-with %s" % (MARK_REJECT, m, _tag(), unreach),
+        # Before the watch rules: a watched flow's pure ACKs need no copy either.
+        "-p tcp --syn %s -j CONNMARK --set-xmark 0x%x/0x%x" % (_tag(), MARK_SYN_SEEN, MARK_SYN_SEEN),
+        "-p tcp --tcp-flags %s ACK -m connmark --mark 0x%x/0x%x %s -j %s"
+        % (_TCP_FLAGS, MARK_SYN_SEEN, MARK_SYN_SEEN, _tag(), spec.ack_chain),
         *watch_rules(spec),
         # The verdict mark itself, for packets conntrack does not track (IPv6 neighbour
         # discovery in a sidecar): without these they would be queued again forever.
@@ -220,9 +225,6 @@ def chain_rules(spec: RuleSpec, family: int) -> list[str]:
         "-m mark --mark 0x%x/%s %s -j DROP" % (MARK_DROP, m, _tag()),
         "-p tcp -m mark --mark 0x%x/0x%x %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT_ONCE, REJECT_BITS, _tag()),
         "-m mark --mark 0x%x/0x%x %s -j REJECT --reject-with %s" % (MARK_REJECT_ONCE, REJECT_BITS, _tag(), unreach),
-        "-p tcp --syn %s -j CONNMARK --set-xmark 0x%x/0x%x" % (_tag(), MARK_SYN_SEEN, MARK_SYN_SEEN),
-        "-p tcp --tcp-flags %s ACK -m connmark --mark 0x%x/0x%x %s -j %s"
-        % (_TCP_FLAGS, MARK_SYN_SEEN, MARK_SYN_SEEN, _tag(), spec.ack_chain),
         *queue_rules(spec),
     ]
 

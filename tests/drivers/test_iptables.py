@@ -163,7 +163,7 @@ def test_install_and_remove_are_idempotent_in_a_namespace():
 
 
 @pytest.mark.parametrize("spec", [RuleSpec(), RuleSpec(mode="sidecar"), RuleSpec(queues=(0, 1), watch_group=5700)])
-def test_pure_acks_leave_after_every_mark_rule_and_before_any_queue_rule(spec):
+def test_pure_acks_leave_after_the_connmark_verdicts_and_before_any_copy_or_queue_rule(spec):
     rules = chain_rules(spec, 4)
     jump = [i for i, r in enumerate(rules) if r.endswith("-j " + spec.ack_chain)]
     assert len(jump) == 1 and rules[jump[0]].startswith("-p tcp --tcp-flags FIN,SYN,RST,PSH,ACK,URG ACK "
@@ -171,8 +171,12 @@ def test_pure_acks_leave_after_every_mark_rule_and_before_any_queue_rule(spec):
     # Only on connections whose SYN passed here: the rule just before marks them.
     assert rules[jump[0] - 1].startswith("-p tcp --syn ") and "--set-xmark 0x80000/0x80000" in rules[jump[0] - 1]
     assert MARK_SYN_SEEN & OWNED_BITS == 0                       # saving a verdict never clears it
-    assert all("mark --mark" in r or "INVALID" in r for r in rules[:jump[0] - 1])   # blocked flows stay blocked
-    assert all("NFQUEUE" in r or "CONNMARK --set-xmark" in r for r in rules[jump[0] + 1:])
+    before = rules[:jump[0] - 1]
+    assert all("connmark --mark" in r or "--save-mark" in r or "INVALID" in r for r in before)
+    assert sum("connmark --mark" in r for r in before) == 4     # allowed, dropped, rejected flows: as before
+    after = rules[jump[0] + 1:]
+    assert not any("NFLOG" in r or "NFQUEUE" in r for r in before) and any("NFQUEUE" in r for r in after)
+    assert any("NFLOG" in r for r in after) == (spec.watch_group is not None)   # no copy of a pure ACK
     script = install_script(spec, 6)
     assert ":%s - [0:0]" % spec.ack_chain in script and "-A %s -m u32" % spec.ack_chain in script
 
