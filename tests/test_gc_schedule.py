@@ -27,7 +27,7 @@ def test_no_full_collection_under_load_until_the_longest_interval():
     schedule = FullCollections(idle=1.0, min_interval=60.0, max_interval=600.0, clock=clock)
     schedule.start()
     try:
-        assert gc.get_threshold()[2] >= 1 << 30 and gc.get_freeze_count() > 0
+        assert gc.get_threshold()[1] >= 1 << 30 and gc.get_threshold()[2] >= 1 << 30 and gc.get_freeze_count() > 0
         ran = []
         for _ in range(599):
             clock.now += 1.0
