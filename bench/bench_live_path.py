@@ -100,9 +100,12 @@ class MarkerStub:
 
 def queued(conns, rules, model) -> tuple[list[tuple[float, bytes]], int]:
     """The packets the engine sees live and how many of them the kernel queues: each
-    flow's packets up to its offloading verdict; after a WATCH verdict the rest come as
-    copies (the watch path), until the driver rewrites the flow's connmark."""
+    flow's packets up to its offloading verdict, except its pure ACKs (the kernel passes
+    them: every connection here starts with a SYN); after a WATCH verdict the rest come
+    as copies (the watch path), until the driver rewrites the flow's connmark."""
+    from egress.decode import decode
     from egress.drivers.iptables import MARK_MASK, MARK_WATCH
+    from egress.engine import is_pure_ack
     marker = MarkerStub()
     driver = QueueDriver(make_engine(rules, model), clock=time.time, watch=WatchStub(), marker=marker)
     seen, n_queued = [], 0
@@ -111,6 +114,8 @@ def queued(conns, rules, model) -> tuple[list[tuple[float, bytes]], int]:
         for ts, data in packets:
             if marker.done:
                 break
+            if is_pure_ack(decode(RawPacket(ts, data, 101, len(data), None))):
+                continue
             seen.append((ts, data))
             if watched:
                 driver.on_watched([(ts, data, 0, 0)])
