@@ -8,6 +8,9 @@ or EGRESS-OUT (sidecar: jumped to from OUTPUT and INPUT, loopback excepted)::
     1 -m mark --mark SAVE/SAVE        -j CONNMARK --save-mark   (verdict mark -> connmark)
     2 -m connmark --mark ALLOW/MASK   -j ACCEPT                 (fast path: decided flows
     3 -m connmark --mark DROP/MASK    -j DROP                    never reach the queue)
+    r -p tcp --tcp-flags RST RST -m length --length 40|60 -m connmark --mark REJECT/MASK
+                                      -j ACCEPT                  (sidecar only: REJECT's own
+                                                                 reset, see reset_rules)
     4 -p tcp -m connmark --mark REJECT/MASK -j REJECT --reject-with tcp-reset
     5 -m connmark --mark REJECT/MASK  -j REJECT --reject-with icmp(6)-port-unreachable
     a -p tcp --syn                    -j CONNMARK --set-xmark SYN_SEEN
@@ -211,6 +214,7 @@ def chain_rules(spec: RuleSpec, family: int) -> list[str]:
         % (MARK_SAVE, MARK_SAVE, _tag(), owned, owned),
         "-m connmark --mark 0x%x/%s %s -j ACCEPT" % (MARK_ALLOW, m, _tag()),
         "-m connmark --mark 0x%x/%s %s -j DROP" % (MARK_DROP, m, _tag()),
+        *reset_rules(spec, family),
         "-p tcp -m connmark --mark 0x%x/%s %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT, m, _tag()),
         "-m connmark --mark 0x%x/%s %s -j REJECT --reject-with %s" % (MARK_REJECT, m, _tag(), unreach),
         # Before the watch rules: a watched flow's pure ACKs need no copy either.
@@ -227,6 +231,20 @@ def chain_rules(spec: RuleSpec, family: int) -> list[str]:
         "-m mark --mark 0x%x/0x%x %s -j REJECT --reject-with %s" % (MARK_REJECT_ONCE, REJECT_BITS, _tag(), unreach),
         *queue_rules(spec),
     ]
+
+
+def reset_rules(spec: RuleSpec, family: int) -> list[str]:
+    """Sidecar only: let out the reset that REJECT itself sends for a rejected inbound
+    connection. It leaves the sandbox's namespace through OUTPUT, in the reply direction
+    of the connection whose connmark says REJECT, and the next rule would reject (drop)
+    it: the peer then waited for a timeout instead of being refused. Only a bare reset
+    (no options, no payload: 40 bytes over IPv4, 60 over IPv6, what REJECT builds), so
+    that resets cannot carry data out. In gateway mode REJECT's reset leaves through the
+    gateway's own OUTPUT and never meets this chain."""
+    if spec.mode != "sidecar":
+        return []
+    return ["-p tcp --tcp-flags RST RST -m length --length %d -m connmark --mark 0x%x/0x%x %s -j ACCEPT"
+            % (40 if family == 4 else 60, MARK_REJECT, MARK_MASK, _tag())]
 
 
 _TCP_FLAGS = "FIN,SYN,RST,PSH,ACK,URG"      # iptables' ALL; ECE and CWR are left out, as in egress.engine

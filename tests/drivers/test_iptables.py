@@ -173,7 +173,8 @@ def test_pure_acks_leave_after_the_connmark_verdicts_and_before_any_copy_or_queu
     assert MARK_SYN_SEEN & OWNED_BITS == 0                       # saving a verdict never clears it
     before = rules[:jump[0] - 1]
     assert all("connmark --mark" in r or "--save-mark" in r or "INVALID" in r for r in before)
-    assert sum("connmark --mark" in r for r in before) == 4     # allowed, dropped, rejected flows: as before
+    # allowed, dropped, rejected flows (and a sidecar's own reject resets): as before
+    assert sum("connmark --mark" in r for r in before) == (5 if spec.mode == "sidecar" else 4)
     after = rules[jump[0] + 1:]
     assert not any("NFLOG" in r or "NFQUEUE" in r for r in before) and any("NFQUEUE" in r for r in after)
     assert any("NFLOG" in r for r in after) == (spec.watch_group is not None)   # no copy of a pure ACK
@@ -272,3 +273,15 @@ def test_exactly_the_plain_pure_acks_skip_the_queue_on_a_real_connection(tmp_pat
             seen[pkt.version, "pure" if skips else "queued"] += 1
         assert seen[4, "pure"] >= 6 and seen[6, "pure"] >= 6 and seen[4, "queued"] >= 20 and bare_acks == 3
         assert counted == seen
+
+
+def test_only_a_sidecar_lets_out_the_bare_reset_of_its_own_reject():
+    from egress.drivers.iptables import MARK_REJECT, reset_rules
+    assert reset_rules(RuleSpec(), 4) == [] and reset_rules(RuleSpec(sandbox_iface="sbx0"), 6) == []
+    for family, length in ((4, 40), (6, 60)):
+        rules = chain_rules(RuleSpec(mode="sidecar"), family)
+        [reset] = reset_rules(RuleSpec(mode="sidecar"), family)
+        assert "--tcp-flags RST RST -m length --length %d " % length in reset and reset.endswith("-j ACCEPT")
+        assert "connmark --mark 0x%x/0x%x" % (MARK_REJECT, MARK_MASK) in reset
+        reject = next(i for i, r in enumerate(rules) if "connmark" in r and "-j REJECT" in r)
+        assert rules.index(reset) == reject - 1                  # just before the connmark REJECT

@@ -412,6 +412,44 @@ def test_sidecar_mode_in_the_sandbox_namespace(lab, rules, tmp_path):
     assert "egress" not in lab.topo.run("sbx", "iptables-save").stdout
 
 
+INBOUND_CLIENT = """\
+import socket, sys, time
+t = time.monotonic()
+try:
+    s = socket.create_connection((%r, %d), timeout=3)
+    s.sendall(b"in"); s.shutdown(socket.SHUT_WR); print("ok:" + s.recv(10).decode())
+except Exception as e:
+    print("error:" + type(e).__name__)
+print(round(time.monotonic() - t, 2))
+"""
+
+
+def test_sidecar_refuses_a_rejected_inbound_connection_at_once(lab, tmp_path):
+    """In the sandbox's own namespace the reset REJECT sends for an inbound connection
+    leaves through OUTPUT, where that connection's REJECT connmark used to reject (drop)
+    the reset itself: the peer waited for a timeout instead of being refused."""
+    rules = write_rules(tmp_path / "sidecar-in.yaml", REJECT_7001.replace("7001", "7301"))
+    for port in (7301, 7302):
+        proc = lab.topo.popen("sbx", [PY, "-c", __import__("tests.e2e.lab", fromlist=["x"]).echo_server_code(
+            lab.topo.addr.sbx4, port)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+    log = open(tmp_path / "sidecar-in.log", "w")
+    sidecar = lab.topo.popen("sbx", [PY, "-m", "egress.cli", "run", "--mode", "sidecar", "--rules", rules,
+                                     "--metrics", "off"], stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 20
+        while "egress: ready" not in (tmp_path / "sidecar-in.log").read_text():
+            assert sidecar.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        allowed = lab.topo.run("ext", PY, "-c", INBOUND_CLIENT % (lab.topo.addr.sbx4, 7302)).stdout.split()
+        assert allowed[0] == "ok:in"
+        refused, took = lab.topo.run("ext", PY, "-c", INBOUND_CLIENT % (lab.topo.addr.sbx4, 7301)).stdout.split()
+        assert refused in ("error:ConnectionRefusedError", "error:ConnectionResetError") and float(took) < 1.5
+    finally:
+        sidecar.send_signal(signal.SIGTERM)
+        assert sidecar.wait(15) == 0
+
+
 RELOAD_LOAD_CLIENT = """\
 import socket, sys, time
 ok = bad = 0
