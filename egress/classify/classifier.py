@@ -1,7 +1,9 @@
 """The engine's classifier: per-packet feature updates, scoring only at checkpoints.
 
 Guarantees (the FlowClassifier protocol in notes/ENGINE_API.md):
-- `start(flow)` puts a fresh `egress.features.Accumulator` on `flow.features`.
+- `start(flow)` puts fresh feature state on `flow.features`: the packets' arguments in a
+  list (`_Deferred`), replayed into an `egress.features.Accumulator` at the flow's first
+  checkpoint or scoring, so that short flows never pay for one; same values.
 - `on_packet` costs one accumulator update plus two comparisons; it scores the flow
   only when the flow reaches a packet-count checkpoint (8, 32, 128, 512 by default)
   or a flow-age checkpoint (10 s, 60 s, 300 s, then every 300 s: long-lived low-rate
@@ -34,6 +36,46 @@ from egress.classify.bundle import Bundle, load_bundle
 from egress.features import Accumulator, payload_len, vector
 
 
+class _Deferred:
+    """A flow's features until its first look: the arguments of each Accumulator.add call,
+    kept in a list and replayed into an Accumulator when the flow is first scored.
+
+    Most short connections end before their first checkpoint, and with too few payload
+    packets to be scored at their end: they never need the Accumulator, whose set-up
+    and per-packet updates cost more than a list append. Accumulator.add depends only
+    on its calls in order, so the replayed state is exactly the one direct updates
+    would have built (tests/classify/test_deferred_features.py)."""
+    __slots__ = ("proto", "rows", "due", "payload")
+
+    def __init__(self, proto: int, due: float):
+        self.proto = proto
+        self.rows: list[tuple] = []
+        self.due = due
+        self.payload = 0
+
+    def payload_packets(self) -> int:
+        return self.payload
+
+    def packets(self) -> int:
+        return len(self.rows)
+
+    def accumulator(self) -> Accumulator:
+        acc = Accumulator(self.proto)
+        add = acc.add
+        for row in self.rows:
+            add(*row)
+        acc.due = self.due
+        return acc
+
+
+def accumulated(flow):
+    """The flow's Accumulator (built now from a _Deferred, and kept), or None."""
+    features = flow.features
+    if type(features) is _Deferred:
+        features = flow.features = features.accumulator()
+    return features
+
+
 class _Checkpoints:
     """Packet counts and flow ages at which a flow is (re)scored."""
 
@@ -53,18 +95,29 @@ class _Checkpoints:
     # recorder, so that training sees exactly the vectors serving will score.
 
     def start(self, flow) -> None:
-        acc = Accumulator(flow.proto)
-        acc.due = flow.start + self.ages[0]
-        flow.features = acc
+        flow.features = _Deferred(flow.proto, flow.start + self.ages[0])
 
     def feed(self, flow, pkt, direction: int) -> int:
         """Add one packet to the flow's features; the flow's packet count when this packet
-        reaches a checkpoint (a packet count or a flow age), else 0."""
+        reaches a checkpoint (a packet count or a flow age), else 0. At a checkpoint,
+        flow.features is an Accumulator."""
         acc = flow.features
         ts = pkt.ts
         plen = len(pkt.payload)
         if pkt.truncated:
             plen = payload_len(pkt)
+        if type(acc) is _Deferred:
+            rows = acc.rows
+            rows.append((ts, direction, plen, pkt.flags, pkt.window))
+            if plen > 0:
+                acc.payload += 1
+            n = len(rows)
+            if ts < acc.due and n not in self.counts:
+                return 0
+            acc = flow.features = acc.accumulator()
+            if ts >= acc.due:
+                acc.due = flow.start + self.next_age(ts - flow.start)
+            return n
         acc.add(ts, direction, plen, pkt.flags, pkt.window)
         s = acc.s
         n = s[0][0] + s[1][0]             # packets so far (Accumulator.packets, inlined)
@@ -131,8 +184,8 @@ class FlowClassifier:
     # -- scoring ------------------------------------------------------------------------
 
     def score(self, flow, final: bool = False) -> dict:
+        acc = accumulated(flow)
         probs = self._ensemble.predict_proba(np.asarray(vector(flow), dtype=np.float32))
-        acc = flow.features
         early = not final and acc is not None and acc.packets() < self._early_packets
         if acc is not None and acc.payload_packets() < self._min_payload:
             flow.ml = self.result(probs, early, evidence=False)
@@ -186,4 +239,5 @@ class FeatureRecorder:
         return False
 
     def on_end(self, flow) -> None:
+        accumulated(flow)
         self.rows.append((flow, "end", vector(flow)))
