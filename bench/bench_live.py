@@ -369,11 +369,22 @@ def main() -> int:
         work = Path(tmp)
         b = Bench(topo, args.seconds, work)
 
-        def bulk_rounds(key: str) -> None:
-            base, fast = [], []
+        def alternating(measure) -> tuple[list, list]:
+            """`args.rounds` rounds of `measure()`, baseline then egress, under the same load."""
+            base, egress = [], []
             for _ in range(args.rounds):
-                b.rules(False); base.append(b.bulk())
-                b.rules(True); fast.append(b.bulk())
+                b.rules(False); base.append(measure())
+                b.rules(True); egress.append(measure())
+            return base, egress
+
+        def long_run() -> dict:
+            """One HTTP GET run of `--long` seconds, baseline then egress: the steady state."""
+            b.rules(False); base = b.conns(2, 8, HTTP_REQUEST, args.long)
+            b.rules(True); egress = b.conns(2, 8, HTTP_REQUEST, args.long)
+            return {"baseline": base, "egress": egress, "egress_user_sys_us": b.last_cpu_split}
+
+        def bulk_rounds(key: str) -> None:
+            base, fast = alternating(b.bulk)
             results[key] = {"baseline": med(base), "egress": med(fast), "rounds": {"baseline": base, "egress": fast}}
 
         def conn_rounds(key: str) -> None:
@@ -405,16 +416,10 @@ def main() -> int:
                 b.start_egress(*model_args, "--cpus", str(last))
                 conn_rounds("conns_model_pinned")
                 # The goal's own case, measured again: alternating rounds, then the steady state.
-                base, egress = [], []
-                for _ in range(args.rounds):
-                    b.rules(False); base.append(b.conns(2, 8, HTTP_REQUEST)[0])
-                    b.rules(True); egress.append(b.conns(2, 8, HTTP_REQUEST)[0])
+                base, egress = alternating(lambda: b.conns(2, 8, HTTP_REQUEST)[0])
                 results["conns_model_pinned_rounds"] = {"baseline": base, "egress": egress}
                 if args.long > 0:
-                    b.rules(False); base = b.conns(2, 8, HTTP_REQUEST, args.long)
-                    b.rules(True); egress = b.conns(2, 8, HTTP_REQUEST, args.long)
-                    results["conns_model_pinned_long"] = {"baseline": base, "egress": egress,
-                                                          "egress_user_sys_us": b.last_cpu_split}
+                    results["conns_model_pinned_long"] = long_run()
                 b.rules(False)
                 b.stop_egress()
                 for role in ("sbx", "ext"):
@@ -457,10 +462,7 @@ def main() -> int:
                 bulk_rounds("bulk_model")
                 conn_rounds("conns_model")
                 if args.long > 0:
-                    name = "HTTP GET, 2 clients x 8 in flight, %g s" % args.long
-                    b.rules(False); base = b.conns(2, 8, HTTP_REQUEST, args.long)
-                    b.rules(True); egress = b.conns(2, 8, HTTP_REQUEST, args.long)
-                    results["conns_model_long"] = {name: {"baseline": base, "egress": egress}}
+                    results["conns_model_long"] = {"HTTP GET, 2 clients x 8 in flight, %g s" % args.long: long_run()}
                 b.rules(False)
                 b.stop_egress()
                 if args.busy_poll > 0:

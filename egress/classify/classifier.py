@@ -56,9 +56,6 @@ class _Deferred:
     def payload_packets(self) -> int:
         return self.payload
 
-    def packets(self) -> int:
-        return len(self.rows)
-
     def accumulator(self) -> Accumulator:
         acc = Accumulator(self.proto)
         add = acc.add
