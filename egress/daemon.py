@@ -61,6 +61,7 @@ class DaemonConfig:
     gso: bool = False                         # see egress.drivers.nfqueue: complete packets for the engine
     fast_path: bool = True                    # False: queue every packet (benchmarks, debugging)
     busy_poll: float = 0.0                    # seconds to keep polling the queue after a packet (latency)
+    verdict_batch: int = 16                   # verdicts sent to the kernel in one call, at most
     watch_group: int | None = DEFAULT_WATCH_GROUP   # NFLOG group of the watch path (None: keep such flows queued)
     slot: int = 0                             # this worker's slot: connmark, NFLOG group offset, peer address
     peers: str | None = None                  # "TOKEN:COUNT": the workers sharing DNS answers (egress.drivers.peers)
@@ -193,7 +194,7 @@ class Daemon:
                                   fail_open=cfg.fail_open, gso=cfg.gso, exception_action=cfg.exception_action,
                                   observer=self.metrics.observe if self.metrics else None,
                                   fast_path=cfg.fast_path, busy_poll=cfg.busy_poll,
-                                  watch=watch, watch_slot=cfg.slot, marker=self.marker)
+                                  verdict_batch=cfg.verdict_batch, watch=watch, watch_slot=cfg.slot, marker=self.marker)
         self.driver.open()
         if watch is not None:
             try:

@@ -126,6 +126,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--busy-poll", type=float, default=0.0, metavar="USEC",
                    help="after a packet, keep polling the queue for USEC microseconds before sleeping "
                         "(lower latency per queued packet at the cost of CPU; default 0)")
+    p.add_argument("--verdict-batch", type=int, default=16, metavar="N",
+                   help="send up to N verdicts to the kernel in one system call while packets that had "
+                        "already arrived are handled; a packet handled alone is answered at once "
+                        "(default 16; 1: one call per packet)")
     p.add_argument("--watch-group", type=parse_watch_group, default=DEFAULT_WATCH_GROUP, metavar="N|off",
                    help="NFLOG group of the watch path (default %d): once an allowed flow needs no more "
                         "inline verdicts but the classifier still watches it, its packets pass in the "
@@ -157,7 +161,8 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         fail_open=args.fail_open, bypass=args.fail_open, gso=args.gso, copy_range=args.copy_range,
         queue_maxlen=args.queue_maxlen, exception_action=args.on_error, install_rules=not args.no_rules,
         signatures=not args.no_signatures, fast_path=not args.no_fast_path, sandbox_api=args.sandbox_api,
-        busy_poll=max(0.0, args.busy_poll) / 1e6, watch_group=args.watch_group, slot=args.slot,
+        busy_poll=max(0.0, args.busy_poll) / 1e6, verdict_batch=max(1, args.verdict_batch),
+        watch_group=args.watch_group, slot=args.slot,
         peers=args.peers, cpus=parse_cpus(args.cpus) if args.cpus else ())
 
 
@@ -166,7 +171,7 @@ def worker_argv(args: argparse.Namespace, index: int, queue: int) -> list[str]:
     argv = [sys.executable, "-m", "egress.cli", "run", "--queue", str(queue), "--no-rules",
             "--mode", args.mode, "--on-error", args.on_error, "--copy-range", str(args.copy_range),
             "--queue-maxlen", str(args.queue_maxlen), "--fail-open" if args.fail_open else "--fail-closed",
-            "--busy-poll", "%g" % args.busy_poll]
+            "--busy-poll", "%g" % args.busy_poll, "--verdict-batch", str(args.verdict_batch)]
     argv += ["--slot", str(index), "--peers", "%d:%d" % (os.getpid(), len(args.queue))]
     argv += ["--watch-group", "off" if args.watch_group is None else str(args.watch_group)]
     for path in args.rules:

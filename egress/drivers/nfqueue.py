@@ -29,7 +29,11 @@ Guarantees:
 - copy range <= 1500 bytes (the library's receive buffer is 4096 bytes: with a larger
   range and GSO, big packets never get a verdict and TCP stalls);
 - the fail-open and GSO queue flags are set with a raw nfnetlink NFQNL_MSG_CONFIG
-  message on the binding's socket, which NetfilterQueue does not expose.
+  message on the binding's socket, which NetfilterQueue does not expose;
+- verdicts are written by us too (VerdictBatch), NFQNL_MSG_VERDICT messages on the
+  binding's socket: NetfilterQueue makes one system call per verdict. Packets read
+  back to back share one call (under load this halved the daemon's system time, see
+  BENCHMARKS.md); no verdict waits for a packet that has not arrived yet.
 
 GSO is off by default, deliberately: with it the kernel queues 64 KB super-packets that
 the copy range cuts to 1500 bytes, so the engine sees streams full of holes, detectors
@@ -65,7 +69,10 @@ MAX_COPY_RANGE = 1500
 # nfnetlink constants (linux/netfilter/nfnetlink.h, nfnetlink_queue.h)
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_QUEUE = 3
+NFQNL_MSG_VERDICT = 1
 NFQNL_MSG_CONFIG = 2
+NFQA_VERDICT_HDR = 2
+NFQA_MARK = 3
 NFQA_CFG_MASK = 4
 NFQA_CFG_FLAGS = 5
 NFQA_CFG_F_FAIL_OPEN = 1 << 0
@@ -73,6 +80,7 @@ NFQA_CFG_F_GSO = 1 << 2
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
 NLMSG_ERROR = 0x2
+NF_DROP, NF_ACCEPT, NF_REPEAT = 0, 1, 4
 
 _UNKNOWN = object()
 _OFFLOAD_MARKS = {Action.ALLOW: MARK_ALLOW, Action.DROP: MARK_DROP, Action.REJECT: MARK_REJECT}
@@ -138,7 +146,7 @@ class QueueDriver:
     def __init__(self, engine, queues=(0,), *, copy_range: int = MAX_COPY_RANGE, max_len: int = 4096,
                  fail_open: bool = False, gso: bool = False, exception_action: str = "drop",
                  observer=None, clock=time.time, fast_path: bool = True, busy_poll: float = 0.0,
-                 watch=None, watch_slot: int = 0, marker=None):
+                 watch=None, watch_slot: int = 0, marker=None, verdict_batch: int = 16):
         if exception_action not in ("drop", "allow"):
             raise ValueError("exception_action must be drop or allow")
         self.engine = engine
@@ -157,12 +165,15 @@ class QueueDriver:
         self.watch = watch if fast_path else None
         self.watch_mark = watch_mark(watch_slot)
         self.marker = marker
+        self.verdict_batch = max(1, int(verdict_batch))
         self.bindings: list = []
-        self._readers: list[_BoundedReader] = []
+        self._readers: list[QueueReader] = []
+        # Where _on_packet puts verdicts: the VerdictBatch of the queue being read.
+        self._out: VerdictBatch | None = None
         self.counters = {"packets": 0, "exceptions": 0, "verdict_errors": 0, "offloaded": 0,
                          "accept": 0, "drop": 0, "reject": 0, "watched": 0, "watch_packets": 0,
                          "watch_exceptions": 0, "watch_ended": 0, "watch_revoked": 0,
-                         "watch_requeued": 0}
+                         "watch_requeued": 0, "verdict_sends": 0}
         self._ifnames: dict[int, str | None] = {}   # ifindex -> name (interfaces rarely change)
 
     # -- binding ------------------------------------------------------------------
@@ -175,7 +186,7 @@ class QueueDriver:
                 self.bindings.append(nfq)
                 nfq.bind(num, self._on_packet, max_len=self.max_len, mode=COPY_PACKET, range=self.copy_range)
                 set_queue_flags(nfq.get_fd(), num, self.fail_open, self.gso)
-                self._readers.append(_BoundedReader(nfq.get_fd()))
+                self._readers.append(QueueReader(nfq.get_fd(), num, self.verdict_batch, self._verdict_refused))
         except BaseException:
             self.close()
             raise
@@ -217,7 +228,7 @@ class QueueDriver:
         for nfq, reader in zip(self.bindings, self._readers):
             if reader.fd in ready:
                 reader.left = batch
-                nfq.run_socket(reader)
+                self._read(nfq, reader)
         # After the queues: a queued packet is older than any copy of a later one.
         if self.watch is not None and self.watch.sock is not None and self.watch.fileno() in ready:
             self.on_watched(self.watch.read(batch))
@@ -235,7 +246,7 @@ class QueueDriver:
             seen = counters["packets"]
             for nfq, reader in pairs:
                 reader.left = budget
-                nfq.run_socket(reader)
+                self._read(nfq, reader)
             if self.watch is not None:
                 self.on_watched(self.watch.read(budget))
             if counters["packets"] != seen:
@@ -243,6 +254,22 @@ class QueueDriver:
             else:
                 os.sched_yield()     # let a runnable client or server have this CPU
         return counters["packets"] - start
+
+    def _read(self, nfq, reader: QueueReader) -> None:
+        """One bounded read of a queue; its verdicts are all sent when it returns."""
+        self._out = reader.verdicts
+        try:
+            nfq.run_socket(reader)
+        finally:
+            reader.verdicts.flush()
+            self._out = None
+            self.counters["verdict_sends"] = sum(r.verdicts.sends for r in self._readers)
+
+    def _verdict_refused(self, exc: OSError) -> None:
+        self.counters["verdict_errors"] += 1
+        count = self.counters["verdict_errors"]
+        if count <= 10 or count % 1000 == 0:
+            log.error("egress: the kernel refused a verdict (#%d): %s", count, exc)
 
     # -- the per-packet path ----------------------------------------------------------
 
@@ -288,13 +315,16 @@ class QueueDriver:
         except Exception:
             self.counters["exceptions"] += 1
             action = self.exception_action
+        out = self._out
         try:
-            if decision is not None and action is _ALLOW and not decision.offload and not decision.watch:
-                # The common verdict, as _verdict gives it (its last branches), without the call.
+            if out is None:     # called outside a read (tests, in-process benchmarks)
+                self._verdict(pkt, decision, action, _PacketVerdicts(pkt))
+            elif decision is not None and action is _ALLOW and not decision.offload and not decision.watch:
+                # The common verdict, as _verdict gives it (its last branch), without the call.
                 self.counters["accept"] += 1
-                pkt.accept()
+                out.add(pkt.id, NF_ACCEPT)
             else:
-                self._verdict(pkt, decision, action)
+                self._verdict(pkt, decision, action, out)
         except Exception:
             self.counters["verdict_errors"] += 1
             try:
@@ -307,32 +337,32 @@ class QueueDriver:
             except Exception:
                 self.counters["exceptions"] += 1
 
-    def _verdict(self, pkt, decision, action: Action) -> None:
+    def _verdict(self, pkt, decision, action: Action, out: VerdictBatch) -> None:
+        """The verdict and, where the kernel must act on it, the packet mark to set."""
+        counters = self.counters
         if decision is not None and decision.offload and self.fast_path:
-            self.counters["offloaded"] += 1
-            self.counters[_COUNTER[action]] += 1
+            counters["offloaded"] += 1
+            counters[_COUNTER[action]] += 1
             mark = _OFFLOAD_MARKS[action]
             if decision.flow is not None:
                 decision.flow.kernel_mark = mark
-            pkt.set_mark((pkt.get_mark() & ~OWNED_BITS) | mark)
-            pkt.repeat()
+            out.add_marked(pkt.id, NF_REPEAT, (pkt.get_mark() & ~OWNED_BITS) | mark)
         elif (decision is not None and decision.watch and self.watch is not None and action is _ALLOW
               and decision.flow is not None):
-            self.counters["watched"] += 1
-            self.counters["accept"] += 1
+            counters["watched"] += 1
+            counters["accept"] += 1
             decision.flow.kernel_mark = self.watch_mark
-            pkt.set_mark((pkt.get_mark() & ~OWNED_BITS) | self.watch_mark)
-            pkt.repeat()
+            out.add_marked(pkt.id, NF_REPEAT, (pkt.get_mark() & ~OWNED_BITS) | self.watch_mark)
         elif action is _ALLOW:
-            self.counters["accept"] += 1
-            pkt.accept()
+            counters["accept"] += 1
+            out.add(pkt.id, NF_ACCEPT)
         elif action is _DROP:
-            self.counters["drop"] += 1
-            pkt.drop()
+            counters["drop"] += 1
+            out.add(pkt.id, NF_DROP)
         else:
-            self.counters["reject"] += 1
-            pkt.set_mark((pkt.get_mark() & ~OWNED_BITS) | MARK_REJECT_ONCE)
-            pkt.repeat()
+            counters["reject"] += 1
+            out.add_marked(pkt.id, NF_REPEAT, (pkt.get_mark() & ~OWNED_BITS) | MARK_REJECT_ONCE)
+
 
     # -- the watch path -------------------------------------------------------------------
 
@@ -385,27 +415,119 @@ class QueueDriver:
                          decision.verdict.rule, "" if ok else ": the connmark could not be rewritten")
 
 
+class _PacketVerdicts:
+    """A VerdictBatch stand-in that gives one packet's verdict through NetfilterQueue's Packet."""
+
+    def __init__(self, pkt):
+        self.pkt = pkt
+
+    def add(self, _packet_id: int, verdict: int) -> None:
+        (self.pkt.accept if verdict == NF_ACCEPT else self.pkt.drop)()
+
+    def add_marked(self, _packet_id: int, verdict: int, mark: int) -> None:
+        self.pkt.set_mark(mark)
+        self.pkt.repeat()
+
+
 _COUNTER = {Action.ALLOW: "accept", Action.DROP: "drop", Action.REJECT: "reject"}
 _REQUEUED = 1          # Flow.kernel_mark of a connection sent back to the queue (not a mark value)
 
 
-class _BoundedReader:
+def verdict_message(queue_num: int, packet_id: int, verdict: int, mark: int | None = None) -> bytes:
+    """One NFQNL_MSG_VERDICT message, as libnetfilter_queue's nfq_set_verdict2 writes it."""
+    attrs = struct.pack("=HH", 12, NFQA_VERDICT_HDR) + struct.pack("!II", verdict, packet_id)
+    if mark is not None:
+        attrs += struct.pack("=HH", 8, NFQA_MARK) + struct.pack("!I", mark & 0xFFFFFFFF)
+    nfgen = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(queue_num))
+    header = struct.pack("=IHHII", 16 + 4 + len(attrs), (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT,
+                         NLM_F_REQUEST, 0, 0)
+    return header + nfgen + attrs
+
+
+_ID = struct.Struct("!II")                  # verdict, packet id (NFQA_VERDICT_HDR)
+_ID_AND_MARK = struct.Struct("!II4sI")      # verdict, packet id, NFQA_MARK's attribute header, mark
+
+
+class VerdictBatch:
+    """The verdicts of one queue, written to its netlink socket together.
+
+    The kernel takes any number of verdict messages in one sendmsg() (nfnetlink walks
+    every message of the buffer), so packets that are handled back to back cost one
+    system call between them instead of one each, and their re-injection is done in
+    one go. Guarantees:
+    - a verdict waits in the batch only while the driver is still reading packets that
+      had already arrived: `QueueReader` sends the batch before it would block, after at
+      most `limit` verdicts, and at the end of every read; a packet handled alone is
+      answered as soon as it is handled, as without a batch;
+    - verdicts reach the kernel in the order they were given;
+    - a failed send is retried one verdict at a time; a verdict the kernel still refuses
+      is counted (`on_error`), never silently dropped from the count."""
+
+    def __init__(self, sock, queue_num: int, limit: int = 16, on_error=None):
+        self.sock = sock
+        self.limit = max(1, int(limit))
+        self.on_error = on_error
+        plain = verdict_message(queue_num, 0, 0)
+        marked = verdict_message(queue_num, 0, 0, 0)
+        self._plain_head = plain[:-8]           # everything before verdict and id
+        self._marked_head = marked[:-16]
+        self._mark_attr = marked[-8:-4]
+        self.pending: list[bytes] = []
+        self.sends = 0                          # system calls made (verdicts per call = given / sends)
+
+    def add(self, packet_id: int, verdict: int) -> None:
+        self.pending.append(self._plain_head + _ID.pack(verdict, packet_id))
+
+    def add_marked(self, packet_id: int, verdict: int, mark: int) -> None:
+        self.pending.append(self._marked_head + _ID_AND_MARK.pack(verdict, packet_id, self._mark_attr, mark))
+
+    def flush(self) -> None:
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = []
+        self.sends += 1
+        try:
+            self.sock.send(pending[0] if len(pending) == 1 else b"".join(pending))
+            return
+        except OSError:
+            pass
+        for message in pending:         # one by one: the refused verdicts are counted
+            try:
+                self.sock.send(message)
+            except OSError as exc:
+                if self.on_error is not None:
+                    self.on_error(exc)
+
+
+
+class QueueReader:
     """What NetfilterQueue.run_socket() reads from: the binding's netlink socket, made
     non-blocking, that reports "would block" after `left` messages. run_socket() stops
     on EAGAIN, so one call handles a bounded batch (run() would loop for as long as a
-    flood lasts)."""
+    flood lasts). It also owns the queue's VerdictBatch and sends it whenever the
+    driver is about to wait or has `limit` verdicts in hand."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, queue_num: int = 0, limit: int = 16, on_error=None):
         self.fd = fd
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER, fileno=os.dup(fd))
         self.sock.setblocking(False)
+        self.verdicts = VerdictBatch(self.sock, queue_num, limit, on_error)
         self.left = 0
 
     def recv(self, size: int) -> bytes:
+        verdicts = self.verdicts
         if self.left <= 0:
+            verdicts.flush()
             raise BlockingIOError(errno.EAGAIN, "batch done")
+        if len(verdicts.pending) >= verdicts.limit:
+            verdicts.flush()
         self.left -= 1
-        return self.sock.recv(size)
+        try:
+            return self.sock.recv(size)
+        except BlockingIOError:
+            verdicts.flush()
+            raise
 
     def close(self) -> None:
         self.sock.close()

@@ -2,12 +2,14 @@
 one-verdict-per-packet rule with a fake queue packet and a failing engine."""
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 
 from egress.drivers.iptables import MARK_DROP, MARK_MASK, MARK_REJECT_ONCE
-from egress.drivers.nfqueue import (NFQA_CFG_F_FAIL_OPEN, NFQA_CFG_F_GSO, QueueDriver, config_flags_message,
-                                    read_queue_stats, wire_length)
+from egress.drivers.nfqueue import (NF_ACCEPT, NF_DROP, NF_REPEAT, NFQA_CFG_F_FAIL_OPEN, NFQA_CFG_F_GSO,
+                                    QueueDriver, QueueReader, VerdictBatch, config_flags_message, read_queue_stats,
+                                    verdict_message, wire_length)
 from egress.types import Action, Decision, Verdict
 
 
@@ -35,8 +37,8 @@ def test_wire_length_from_ip_headers():
 
 
 class FakePacket:
-    def __init__(self, payload=b"\x45" + bytes(39), ts=0.0, mark=0x5, indev=0):
-        self.payload, self.ts, self.mark, self.indev = payload, ts, mark, indev
+    def __init__(self, payload=b"\x45" + bytes(39), ts=0.0, mark=0x5, indev=0, id=1):
+        self.payload, self.ts, self.mark, self.indev, self.id = payload, ts, mark, indev, id
         self.verdicts = []
         self.new_mark = None
 
@@ -152,7 +154,7 @@ def _trickle_driver(busy_poll, schedule, n):
     engine = ScriptedEngine(*[Decision(Action.ALLOW, Verdict()) for _ in range(n)])
     drv = QueueDriver(engine, busy_poll=busy_poll)
     drv.bindings = [TrickleQueue(drv, schedule, a.fileno())]
-    drv._readers = [type("R", (), {"fd": a.fileno(), "left": 0})()]
+    drv._readers = [type("R", (), {"fd": a.fileno(), "left": 0, "verdicts": VerdictBatch(KernelSocket(), 0)})()]
     return drv, (a, b)
 
 
@@ -264,3 +266,151 @@ def test_copies_of_a_connection_the_engine_does_not_know_send_it_back_to_the_que
     assert marker.calls == [(fresh, "requeue")] and drv.counters["watch_requeued"] == 1
     # The detectors start over on the whole packets that the queue will bring.
     assert [x for x in engine.seen if isinstance(x, tuple)] == [("reinspect", fresh)]
+
+
+# -- verdicts in batches -------------------------------------------------------------------
+
+def parse_verdicts(buffer: bytes) -> list[tuple]:
+    """(queue, packet id, verdict, mark or None) of every NFQNL_MSG_VERDICT in a buffer."""
+    out = []
+    while buffer:
+        length, mtype, flags, _seq, _pid = struct.unpack_from("=IHHII", buffer)
+        assert mtype == (3 << 8) | 1 and flags == 0x1            # NFQNL_MSG_VERDICT, NLM_F_REQUEST, no ACK
+        family, version, res_id = struct.unpack_from("=BBH", buffer, 16)
+        assert family == socket.AF_UNSPEC and version == 0
+        attrs, off = {}, 20
+        while off < length:
+            alen, atype = struct.unpack_from("=HH", buffer, off)
+            attrs[atype] = buffer[off + 4:off + alen]
+            off += (alen + 3) & ~3
+        verdict, packet_id = struct.unpack("!II", attrs[2])
+        mark = struct.unpack("!I", attrs[3])[0] if 3 in attrs else None
+        out.append((socket.ntohs(res_id), packet_id, verdict, mark))
+        buffer = buffer[length:]
+    return out
+
+
+class KernelSocket:
+    """The kernel's side of a queue's netlink socket: records each send; can refuse."""
+
+    def __init__(self, refuse=lambda data: False):
+        self.sent: list[bytes] = []
+        self.refuse = refuse
+
+    def send(self, data):
+        if self.refuse(data):
+            raise OSError(errno.ENOBUFS, "refused")
+        self.sent.append(bytes(data))
+        return len(data)
+
+    def verdicts(self):
+        return [v for data in self.sent for v in parse_verdicts(data)]
+
+
+def test_verdict_message_layout_is_what_libnetfilter_queue_writes():
+    msg = verdict_message(7, 0x01020304, NF_REPEAT, 0x80000005)
+    assert len(msg) == 16 + 4 + 12 + 8 and struct.unpack_from("=I", msg)[0] == len(msg)
+    assert parse_verdicts(msg) == [(7, 0x01020304, NF_REPEAT, 0x80000005)]
+    assert parse_verdicts(verdict_message(0, 9, NF_ACCEPT)) == [(0, 9, NF_ACCEPT, None)]
+
+
+def test_a_batch_is_one_send_of_the_same_messages_in_order():
+    kernel = KernelSocket()
+    batch = VerdictBatch(kernel, 3)
+    batch.add(10, NF_ACCEPT)
+    batch.add_marked(11, NF_REPEAT, 0x1000005)
+    batch.add(12, NF_DROP)
+    assert kernel.sent == []                              # nothing leaves before the flush
+    batch.flush()
+    assert kernel.sent == [verdict_message(3, 10, NF_ACCEPT) + verdict_message(3, 11, NF_REPEAT, 0x1000005)
+                           + verdict_message(3, 12, NF_DROP)]
+    batch.flush()
+    assert len(kernel.sent) == 1 and batch.sends == 1     # an empty batch sends nothing
+
+
+def test_a_refused_send_is_retried_per_verdict_and_the_refused_ones_are_counted():
+    refused = []
+    kernel = KernelSocket(refuse=lambda data: len(data) > 40 or parse_verdicts(data)[0][1] == 2)
+    batch = VerdictBatch(kernel, 0, on_error=refused.append)
+    for packet_id in (1, 2, 3):
+        batch.add(packet_id, NF_ACCEPT)
+    batch.flush()
+    assert [v[1] for v in kernel.verdicts()] == [1, 3] and len(refused) == 1
+    assert batch.pending == []
+
+
+def test_the_reader_sends_the_verdicts_before_it_would_block_and_at_the_limit():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)     # b plays the kernel's end
+    reader = QueueReader(a.fileno(), 0, limit=2)
+    try:
+        for i in range(3):
+            b.send(b"packet %d" % i)
+        reader.left = 10
+        got = []
+        for _ in range(3):
+            got.append(reader.recv(100))
+            reader.verdicts.add(len(got), NF_ACCEPT)
+        b.setblocking(False)
+        sent = [parse_verdicts(b.recv(4096))]            # the limit: two verdicts went before the third read
+        assert [v[1] for v in sent[0]] == [1, 2]
+        try:
+            reader.recv(100)
+            raise AssertionError("the queue is empty: the read must report it would block")
+        except BlockingIOError:
+            pass
+        assert [v[1] for v in parse_verdicts(b.recv(4096))] == [3]      # sent before reporting "would block"
+        reader.verdicts.add(4, NF_ACCEPT)
+        reader.left = 0
+        try:
+            reader.recv(100)
+        except BlockingIOError:
+            pass
+        assert [v[1] for v in parse_verdicts(b.recv(4096))] == [4]      # the end of a bounded read
+    finally:
+        reader.close()
+        a.close()
+        b.close()
+
+
+class BurstQueue:
+    """A stand-in binding whose run_socket() reads like NetfilterQueue's: it hands every
+    message the reader returns to the callback, until the reader would block."""
+
+    def __init__(self, driver, n, fail_after=None):
+        self.driver, self.n, self.fail_after = driver, n, fail_after
+        self.next_id = 1
+
+    def run_socket(self, reader):
+        while True:
+            try:
+                reader.recv(4096)
+            except BlockingIOError:
+                return
+            if self.next_id == self.fail_after:
+                raise OSError(errno.EIO, "netlink receive failed")
+            pkt = FakePacket(id=self.next_id)
+            self.next_id += 1
+            self.driver._on_packet(pkt)
+
+
+def test_every_packet_of_a_read_gets_its_verdict_by_the_end_of_the_read():
+    decisions = [Decision(Action.ALLOW, Verdict()), Decision(Action.DROP, Verdict()),
+                 Decision(Action.REJECT, Verdict()), Decision(Action.DROP, Verdict(), offload=True)] * 5
+    for fail_after in (None, 13):
+        drv = QueueDriver(ScriptedEngine(*decisions), verdict_batch=4)
+        kernel = KernelSocket()
+        reader = type("Reader", (), {})()
+        reader.verdicts = VerdictBatch(kernel, 0, limit=4)
+        reader.recv = lambda size, left=[20]: left.__setitem__(0, left[0] - 1) or (
+            b"m" if left[0] >= 0 else (_ for _ in ()).throw(BlockingIOError()))
+        queue = BurstQueue(drv, 20, fail_after)
+        try:
+            drv._read(queue, reader)
+        except OSError:
+            assert fail_after is not None
+        given = kernel.verdicts()
+        handled = 20 if fail_after is None else fail_after - 1
+        assert [v[1] for v in given] == list(range(1, handled + 1))   # each packet once, in order
+        expected = [(NF_ACCEPT, None), (NF_DROP, None), (NF_REPEAT, MARK_REJECT_ONCE | 0x5), (NF_REPEAT, MARK_DROP | 0x5)]
+        assert [v[2:] for v in given] == (expected * 5)[:handled]
+        assert reader.verdicts.pending == [] and drv._out is None

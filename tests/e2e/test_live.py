@@ -5,6 +5,7 @@ arrive intact, and the kernel state (rules, connmarks) must be what egress claim
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -504,3 +505,62 @@ def test_worker_per_queue_processes(lab, rules, tmp_path):
     assert sorted(written) == ["w.q0.json", "w.q1.json"]
     # Both workers judged some of the six connections (one sandbox, one server).
     assert all('"dest_port":7010' in (tmp_path / name).read_text() for name in ("w.q0.json", "w.q1.json"))
+
+
+# The burst of test_a_queued_burst_gets_its_verdicts_in_batches: 300 datagrams to an
+# allowed port interleaved with 300 to a rejected one.
+BURST_SENDER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(300):
+    s.sendto(b"allowed %d" % i, (sys.argv[1], 7011))
+    s.sendto(b"rejected %d" % i, (sys.argv[1], 7001))
+"""
+
+# Counts the distinct datagrams that arrive on both ports until 1.5 s pass without one.
+BURST_RECEIVER = """
+import select, socket, sys
+socks = []
+for port in (7011, 7001):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    s.bind((sys.argv[1], port)); socks.append(s)
+print("listening", flush=True)
+seen = {7011: set(), 7001: set()}
+while True:
+    ready, _, _ = select.select(socks, [], [], 1.5)
+    if not ready:
+        break
+    for s in ready:
+        seen[s.getsockname()[1]].add(s.recv(100))
+print(len(seen[7011]), len(seen[7001]))
+"""
+
+
+def test_a_queued_burst_gets_its_verdicts_in_batches(lab, tmp_path):
+    # The daemon is stopped while the burst waits in the queue, so it then reads 600
+    # packets back to back: their verdicts, accept and reject mixed, leave in batches.
+    gw = Gateway(lab.topo, lab.workdir, rules=[write_rules(tmp_path / "burst.yaml", REJECT_7001)],
+                 extra=["--no-fast-path"], name="burst")
+    receiver = lab.topo.popen("ext", [PY, "-c", BURST_RECEIVER, lab.ext4], stdout=subprocess.PIPE, text=True)
+    try:
+        assert receiver.stdout.readline().strip() == "listening"
+        gw.proc.send_signal(signal.SIGSTOP)
+        try:
+            lab.sbx(PY, "-c", BURST_SENDER, lab.ext4, check=True)
+            assert queue_table(lab)[0][1] == 600           # queue_total: the whole burst waits
+        finally:
+            gw.proc.send_signal(signal.SIGCONT)
+        allowed, rejected = map(int, receiver.communicate(timeout=30)[0].split())
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.wait()
+        assert gw.stop() == 0
+    assert (allowed, rejected) == (300, 0)
+    lines = [l for l in gw.stderr().splitlines() if l.startswith("egress: stats ")]
+    counters = json.loads(lines[-1][len("egress: stats "):])
+    assert counters["driver.accept"] >= 300 and counters["driver.reject"] == 300
+    assert counters["driver.verdict_errors"] == 0
+    # at most 16 verdicts a call (the default --verdict-batch), and far fewer calls than packets
+    assert 600 / 16 <= counters["driver.verdict_sends"] < counters["driver.packets"] / 4
