@@ -394,6 +394,14 @@ def main() -> int:
                 b.rules(True); egress = b.conns(clients, inflight, payload)
                 out[name] = {"baseline": base, "egress": egress, "egress_user_sys_us": b.last_cpu_split}
 
+        def goal_runs(key: str) -> None:
+            """The goal's own case (HTTP GET, 2 x 8, rules + model) measured again with the
+            running daemon: alternating rounds, then the steady state."""
+            base, egress = alternating(lambda: b.conns(2, 8, HTTP_REQUEST)[0])
+            results[key + "_rounds"] = {"baseline": base, "egress": egress}
+            if args.long > 0:
+                results[key + "_long"] = long_run()
+
         def pinned_runs() -> None:
             """Rules + model with the daemon pinned to the last CPU and the remote stacks'
             receive work (sbx's and ext's eth0) steered by RPS to the other CPUs, baselines
@@ -415,11 +423,7 @@ def main() -> int:
                       % (last, ",".join(map(str, others))), file=sys.stderr)
                 b.start_egress(*model_args, "--cpus", str(last))
                 conn_rounds("conns_model_pinned")
-                # The goal's own case, measured again: alternating rounds, then the steady state.
-                base, egress = alternating(lambda: b.conns(2, 8, HTTP_REQUEST)[0])
-                results["conns_model_pinned_rounds"] = {"baseline": base, "egress": egress}
-                if args.long > 0:
-                    results["conns_model_pinned_long"] = long_run()
+                goal_runs("conns_model_pinned")
                 b.rules(False)
                 b.stop_egress()
                 for role in ("sbx", "ext"):
@@ -475,6 +479,7 @@ def main() -> int:
                 b.queues = (0, 1)
                 b.start_egress(*model_args, "--queue", "0-1", "--workers")
                 conn_rounds("conns_model_workers")
+                goal_runs("conns_model_workers")
                 b.rules(False)
                 b.stop_egress()
                 b.queues = (0,)
@@ -576,20 +581,23 @@ def report(r: dict, args) -> str:
             lines.append("| new connections/s, fully inspected: %s; %s | %.0f | %.0f | %.0f %% (failed: %d / %d; "
                          "daemon CPU %.0f us/connection: user %.0f, system %.0f) |"
                          % (variant, name, cb, ce, 100 * ce / cb, cb_bad, ce_bad, cpu_us, user_us, sys_us))
-    if "conns_model_pinned_rounds" in r:
-        x = r["conns_model_pinned_rounds"]
-        lines.append("| new connections/s, fully inspected: HTTP GET, 2 clients x 8 in flight; rules + model, daemon "
-                     "pinned, RPS as above: median of %d alternating rounds (egress: %s) | %.0f | %.0f | %.0f %% |"
-                     % (len(x["egress"]), ", ".join("%.0f" % v for v in x["egress"]), med(x["baseline"]),
-                        med(x["egress"]), 100 * med(x["egress"]) / med(x["baseline"])))
-    if "conns_model_pinned_long" in r:
-        x = r["conns_model_pinned_long"]
-        (cb, cb_bad, _), (ce, ce_bad, cpu_us) = x["baseline"], x["egress"]
-        user_us, sys_us = x.get("egress_user_sys_us", (0.0, 0.0))
-        lines.append("| new connections/s, fully inspected: HTTP GET, 2 clients x 8 in flight, %g s; rules + model, "
-                     "daemon pinned, RPS as above, steady state (flows also end in the run) | %.0f | %.0f | %.0f %% "
-                     "(failed: %d / %d; daemon CPU %.0f us/connection: user %.0f, system %.0f) |"
-                     % (args.long, cb, ce, 100 * ce / cb, cb_bad, ce_bad, cpu_us, user_us, sys_us))
+    for key, name in (("conns_model_workers", "2 workers (--queue 0-1 --workers)"),
+                      ("conns_model_pinned", "daemon pinned, RPS as above")):
+        if key + "_rounds" in r:
+            x = r[key + "_rounds"]
+            lines.append("| new connections/s, fully inspected: HTTP GET, 2 clients x 8 in flight; rules + model, %s: "
+                         "median of %d alternating rounds (egress: %s) | %.0f | %.0f | %.0f %% |"
+                         % (name, len(x["egress"]), ", ".join("%.0f" % v for v in x["egress"]), med(x["baseline"]),
+                            med(x["egress"]), 100 * med(x["egress"]) / med(x["baseline"])))
+        if key + "_long" in r:
+            x = r[key + "_long"]
+            (cb, cb_bad, _), (ce, ce_bad, cpu_us) = x["baseline"], x["egress"]
+            user_us, sys_us = x.get("egress_user_sys_us", (0.0, 0.0))
+            split = ": user %.0f, system %.0f" % (user_us, sys_us) if user_us or sys_us else ""
+            lines.append("| new connections/s, fully inspected: HTTP GET, 2 clients x 8 in flight, %g s; rules + model, "
+                         "%s, steady state (flows also end in the run) | %.0f | %.0f | %.0f %% "
+                         "(failed: %d / %d; daemon CPU %.0f us/connection%s) |"
+                         % (args.long, name, cb, ce, 100 * ce / cb, cb_bad, ce_bad, cpu_us, split))
     if pinned:
         lines += ["", "Pinned runs: in these namespaces a verdict re-injected by egress is forwarded to a veth, and "
                   "without RPS the receiving namespace's whole TCP work (the server's SYN handling, accept wake-ups, "

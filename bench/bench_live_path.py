@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from egress.config import EngineConfig  # noqa: E402
-from egress.drivers.nfqueue import QueueDriver  # noqa: E402
+from egress.drivers.nfqueue import QueueDriver, VerdictBatch  # noqa: E402
 from egress.engine import Engine  # noqa: E402
 from egress.testing.craft import TcpSession  # noqa: E402
 from egress.types import Action, Decision, Mode, RawPacket, Verdict  # noqa: E402
@@ -41,10 +41,10 @@ HTTP = b"GET /index.html HTTP/1.1\r\nHost: www.egress.test\r\nUser-Agent: bench\
 
 class QueuedPacket:
     """What the driver uses of a netfilterqueue.Packet."""
-    __slots__ = ("data", "ts", "indev", "mark", "verdict")
+    __slots__ = ("data", "ts", "indev", "mark", "verdict", "id")
 
-    def __init__(self, ts: float, data: bytes):
-        self.data, self.ts, self.indev, self.mark, self.verdict = data, ts, 0, 0, None
+    def __init__(self, ts: float, data: bytes, packet_id: int = 1):
+        self.data, self.ts, self.indev, self.mark, self.verdict, self.id = data, ts, 0, 0, None, packet_id
 
     def get_payload(self): return self.data
     def get_timestamp(self): return self.ts
@@ -137,11 +137,23 @@ def per_packet(fn, packets) -> float:
     return (time.perf_counter() - t) / len(packets) * 1e6
 
 
-def driver_run(engine, metrics):
+class NullKernel:
+    """Takes the verdicts a VerdictBatch sends, as the queue's netlink socket would."""
+    def send(self, data): return len(data)
+
+
+def driver_run(engine, metrics, batch: int = 8):
+    """The callback as live reads call it: verdicts go to a VerdictBatch (egress's own
+    verdict messages), sent every `batch` packets (a saturated queue's reads)."""
     def run(packets):
-        cb = make_driver(engine(), metrics)._on_packet
-        for pkt in [QueuedPacket(ts, d) for ts, d in packets]:
+        driver = make_driver(engine(), metrics)
+        cb, out = driver._on_packet, VerdictBatch(NullKernel(), 0, batch)
+        driver._out = out
+        for pkt in [QueuedPacket(ts, d, i) for i, (ts, d) in enumerate(packets)]:
             cb(pkt)
+            if len(out.pending) >= batch:
+                out.flush()
+        out.flush()
     return run
 
 

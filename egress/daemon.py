@@ -61,7 +61,7 @@ class DaemonConfig:
     gso: bool = False                         # see egress.drivers.nfqueue: complete packets for the engine
     fast_path: bool = True                    # False: queue every packet (benchmarks, debugging)
     busy_poll: float = 0.0                    # seconds to keep polling the queue after a packet (latency)
-    verdict_batch: int = 16                   # verdicts sent to the kernel in one call, at most
+    verdict_batch: int = 8                    # verdicts sent to the kernel in one call, at most
     watch_group: int | None = DEFAULT_WATCH_GROUP   # NFLOG group of the watch path (None: keep such flows queued)
     slot: int = 0                             # this worker's slot: connmark, NFLOG group offset, peer address
     peers: str | None = None                  # "TOKEN:COUNT": the workers sharing DNS answers (egress.drivers.peers)

@@ -126,10 +126,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--busy-poll", type=float, default=0.0, metavar="USEC",
                    help="after a packet, keep polling the queue for USEC microseconds before sleeping "
                         "(lower latency per queued packet at the cost of CPU; default 0)")
-    p.add_argument("--verdict-batch", type=int, default=16, metavar="N",
+    p.add_argument("--verdict-batch", type=int, default=8, metavar="N",
                    help="send up to N verdicts to the kernel in one system call while packets that had "
                         "already arrived are handled; a packet handled alone is answered at once "
-                        "(default 16; 1: one call per packet)")
+                        "(default 8; 1: one call per packet)")
     p.add_argument("--watch-group", type=parse_watch_group, default=DEFAULT_WATCH_GROUP, metavar="N|off",
                    help="NFLOG group of the watch path (default %d): once an allowed flow needs no more "
                         "inline verdicts but the classifier still watches it, its packets pass in the "

@@ -146,7 +146,7 @@ class QueueDriver:
     def __init__(self, engine, queues=(0,), *, copy_range: int = MAX_COPY_RANGE, max_len: int = 4096,
                  fail_open: bool = False, gso: bool = False, exception_action: str = "drop",
                  observer=None, clock=time.time, fast_path: bool = True, busy_poll: float = 0.0,
-                 watch=None, watch_slot: int = 0, marker=None, verdict_batch: int = 16):
+                 watch=None, watch_slot: int = 0, marker=None, verdict_batch: int = 8):
         if exception_action not in ("drop", "allow"):
             raise ValueError("exception_action must be drop or allow")
         self.engine = engine
@@ -463,7 +463,7 @@ class VerdictBatch:
     - a failed send is retried one verdict at a time; a verdict the kernel still refuses
       is counted (`on_error`), never silently dropped from the count."""
 
-    def __init__(self, sock, queue_num: int, limit: int = 16, on_error=None):
+    def __init__(self, sock, queue_num: int, limit: int = 8, on_error=None):
         self.sock = sock
         self.limit = max(1, int(limit))
         self.on_error = on_error
@@ -508,7 +508,7 @@ class QueueReader:
     flood lasts). It also owns the queue's VerdictBatch and sends it whenever the
     driver is about to wait or has `limit` verdicts in hand."""
 
-    def __init__(self, fd: int, queue_num: int = 0, limit: int = 16, on_error=None):
+    def __init__(self, fd: int, queue_num: int = 0, limit: int = 8, on_error=None):
         self.fd = fd
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER, fileno=os.dup(fd))
         self.sock.setblocking(False)
