@@ -227,7 +227,7 @@ class QueueDriver:
             return 0
         for nfq, reader in zip(self.bindings, self._readers):
             if reader.fd in ready:
-                reader.left = batch
+                reader.start(batch)
                 self._read(nfq, reader)
         # After the queues: a queued packet is older than any copy of a later one.
         if self.watch is not None and self.watch.sock is not None and self.watch.fileno() in ready:
@@ -245,7 +245,7 @@ class QueueDriver:
         while clock() < idle_until and counters["packets"] - start < budget:
             seen = counters["packets"]
             for nfq, reader in pairs:
-                reader.left = budget
+                reader.start(budget)
                 self._read(nfq, reader)
             if self.watch is not None:
                 self.on_watched(self.watch.read(budget))
@@ -456,9 +456,9 @@ class VerdictBatch:
     system call between them instead of one each, and their re-injection is done in
     one go. Guarantees:
     - a verdict waits in the batch only while the driver is still reading packets that
-      had already arrived: `QueueReader` sends the batch before it would block, after at
-      most `limit` verdicts, and at the end of every read; a packet handled alone is
-      answered as soon as it is handled, as without a batch;
+      had already arrived: `QueueReader` sends the first verdict of a read at once, the
+      others before it would block, after at most `limit` verdicts, and at the end of
+      every read;
     - verdicts reach the kernel in the order they were given;
     - a failed send is retried one verdict at a time; a verdict the kernel still refuses
       is counted (`on_error`), never silently dropped from the count."""
@@ -505,8 +505,13 @@ class QueueReader:
     """What NetfilterQueue.run_socket() reads from: the binding's netlink socket, made
     non-blocking, that reports "would block" after `left` messages. run_socket() stops
     on EAGAIN, so one call handles a bounded batch (run() would loop for as long as a
-    flood lasts). It also owns the queue's VerdictBatch and sends it whenever the
-    driver is about to wait or has `limit` verdicts in hand."""
+    flood lasts).
+
+    It also owns the queue's VerdictBatch and sends it before reading on: the first
+    packet of a read is answered before the next message is read (as NetfilterQueue
+    answers every packet, so a packet that comes alone waits for no extra system
+    call); the ones after it once `limit` verdicts are in hand, or when the queue has
+    nothing more (EAGAIN), or when the read's budget is spent."""
 
     def __init__(self, fd: int, queue_num: int = 0, limit: int = 8, on_error=None):
         self.fd = fd
@@ -514,14 +519,22 @@ class QueueReader:
         self.sock.setblocking(False)
         self.verdicts = VerdictBatch(self.sock, queue_num, limit, on_error)
         self.left = 0
+        self.first = False          # the read's first verdict is still to be sent alone
+
+    def start(self, budget: int) -> None:
+        """A new read of at most `budget` messages."""
+        self.left = budget
+        self.first = True
 
     def recv(self, size: int) -> bytes:
         verdicts = self.verdicts
         if self.left <= 0:
             verdicts.flush()
             raise BlockingIOError(errno.EAGAIN, "batch done")
-        if len(verdicts.pending) >= verdicts.limit:
+        pending = verdicts.pending
+        if pending and (self.first or len(pending) >= verdicts.limit):
             verdicts.flush()
+            self.first = False
         self.left -= 1
         try:
             return self.sock.recv(size)

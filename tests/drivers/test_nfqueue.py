@@ -154,7 +154,8 @@ def _trickle_driver(busy_poll, schedule, n):
     engine = ScriptedEngine(*[Decision(Action.ALLOW, Verdict()) for _ in range(n)])
     drv = QueueDriver(engine, busy_poll=busy_poll)
     drv.bindings = [TrickleQueue(drv, schedule, a.fileno())]
-    drv._readers = [type("R", (), {"fd": a.fileno(), "left": 0, "verdicts": VerdictBatch(KernelSocket(), 0)})()]
+    drv._readers = [type("R", (), {"fd": a.fileno(), "verdicts": VerdictBatch(KernelSocket(), 0),
+                                   "start": lambda self, budget: None})()]
     return drv, (a, b)
 
 
@@ -339,33 +340,44 @@ def test_a_refused_send_is_retried_per_verdict_and_the_refused_ones_are_counted(
     assert batch.pending == []
 
 
-def test_the_reader_sends_the_verdicts_before_it_would_block_and_at_the_limit():
+def test_the_reader_answers_a_reads_first_packet_at_once_and_batches_the_rest():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)     # b plays the kernel's end
     reader = QueueReader(a.fileno(), 0, limit=2)
+    b.setblocking(False)
+
+    def sent() -> list[list[int]]:
+        calls = []
+        while True:
+            try:
+                calls.append([v[1] for v in parse_verdicts(b.recv(4096))])
+            except BlockingIOError:
+                return calls
+
     try:
-        for i in range(3):
+        for i in range(4):
             b.send(b"packet %d" % i)
-        reader.left = 10
-        got = []
-        for _ in range(3):
-            got.append(reader.recv(100))
-            reader.verdicts.add(len(got), NF_ACCEPT)
-        b.setblocking(False)
-        sent = [parse_verdicts(b.recv(4096))]            # the limit: two verdicts went before the third read
-        assert [v[1] for v in sent[0]] == [1, 2]
+        reader.start(10)
+        for packet_id in (1, 2, 3, 4):
+            reader.recv(100)
+            reader.verdicts.add(packet_id, NF_ACCEPT)
+            # the first verdict left before the second read, then two at a time (the limit)
+            assert sent() == {1: [], 2: [[1]], 3: [], 4: [[2, 3]]}[packet_id]
         try:
             reader.recv(100)
             raise AssertionError("the queue is empty: the read must report it would block")
         except BlockingIOError:
             pass
-        assert [v[1] for v in parse_verdicts(b.recv(4096))] == [3]      # sent before reporting "would block"
-        reader.verdicts.add(4, NF_ACCEPT)
-        reader.left = 0
+        assert sent() == [[4]]                                    # sent before reporting "would block"
+        b.send(b"packet 5")
+        reader.start(1)
+        reader.recv(100)
+        reader.verdicts.add(5, NF_ACCEPT)
         try:
             reader.recv(100)
+            raise AssertionError("the read's budget is spent: it must end")
         except BlockingIOError:
             pass
-        assert [v[1] for v in parse_verdicts(b.recv(4096))] == [4]      # the end of a bounded read
+        assert sent() == [[5]]                                    # the end of a bounded read
     finally:
         reader.close()
         a.close()
