@@ -233,7 +233,7 @@ class Daemon:
         engine = self.engine
         stats = engine.stats() if hasattr(engine, "stats") else dict(engine.counters)
         if self.driver is not None:
-            for name, value in self.driver.counters.items():
+            for name, value in self.driver.stats().items():
                 stats["driver." + name] = value
             if self.driver.watch is not None:
                 for name, value in self.driver.watch.counters.items():

@@ -3,11 +3,14 @@
 Exposed (all prefixed `egress_`):
 - packets_total{queue}                      packets that got a verdict from us
 - verdicts_total{action,rule}               kernel verdicts by action and policy rule
-- decision_seconds (histogram)              time from queue callback entry to verdict
+- decision_seconds (histogram)              time from queue callback entry to verdict (decided; under
+                                            load it is sent with its batch, see --verdict-batch)
 - exceptions_total                          engine/driver errors handled by the exception policy
 - revocations_total{result}                 conntrack mark rewrites (ok | failed)
 - reloads_total{result}                     SIGHUP reloads (ok | failed)
-- flows_total, flows_active, engine_*       read from the engine at scrape time
+- flows_total, flows_active, engine_*       read from the engine at scrape time (engine_events
+                                            {name="driver.verdict_sends"}: system calls that sent
+                                            the verdicts; driver.packets / it = verdicts per call)
 - queue_dropped_total{queue,reason}         the kernel's per-queue drops (/proc/net/netfilter/nfnetlink_queue):
                                             reason=queue_full | netlink_buffer
 - queue_waiting{queue}                      packets waiting in the queue now

@@ -170,10 +170,11 @@ class QueueDriver:
         self._readers: list[QueueReader] = []
         # Where _on_packet puts verdicts: the VerdictBatch of the queue being read.
         self._out: VerdictBatch | None = None
+        self._closed_sends = 0              # verdict_sends of readers closed already
         self.counters = {"packets": 0, "exceptions": 0, "verdict_errors": 0, "offloaded": 0,
                          "accept": 0, "drop": 0, "reject": 0, "watched": 0, "watch_packets": 0,
                          "watch_exceptions": 0, "watch_ended": 0, "watch_revoked": 0,
-                         "watch_requeued": 0, "verdict_sends": 0}
+                         "watch_requeued": 0}
         self._ifnames: dict[int, str | None] = {}   # ifindex -> name (interfaces rarely change)
 
     # -- binding ------------------------------------------------------------------
@@ -201,8 +202,15 @@ class QueueDriver:
                 pass
         self.bindings.clear()
         for reader in self._readers:
+            self._closed_sends += reader.verdicts.sends
             reader.close()
         self._readers.clear()
+
+    def stats(self) -> dict[str, int]:
+        """The counters, with `verdict_sends`: the system calls that sent verdicts."""
+        out = dict(self.counters)
+        out["verdict_sends"] = self._closed_sends + sum(reader.verdicts.sends for reader in self._readers)
+        return out
 
     def fds(self) -> list[int]:
         fds = [nfq.get_fd() for nfq in self.bindings]
@@ -263,7 +271,6 @@ class QueueDriver:
         finally:
             reader.verdicts.flush()
             self._out = None
-            self.counters["verdict_sends"] = sum(r.verdicts.sends for r in self._readers)
 
     def _verdict_refused(self, exc: OSError) -> None:
         self.counters["verdict_errors"] += 1
