@@ -20,6 +20,13 @@ already there are pinned too. On a gateway whose NIC interrupts and receive soft
 
 Time: packet timestamps come from the queue; the flow table is advanced by the wall
 clock every `tick` seconds, so idle flows end even when no packet arrives.
+
+Fast-pathed flows: once a flow is allowed onto the kernel fast path the engine sees
+none of its packets, so by its own clock the flow goes idle. Such a flow is kept past
+its idle timeout while conntrack has the connection open (asked in the tick, a bounded
+number of lookups each time), so a reload that now blocks it can still revoke it; its
+flow event comes within about one idle timeout of the connection's close, with the
+packet counts of what was queued.
 """
 from __future__ import annotations
 
@@ -27,11 +34,11 @@ import ipaddress
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from egress.config import EngineConfig
-from egress.drivers.enforce import ConntrackMarker
-from egress.drivers.iptables import Iptables, RuleSpec
+from egress.config import EngineConfig, Timeouts
+from egress.drivers.enforce import ACTION_MARKS, ConntrackMarker
+from egress.drivers.iptables import MARK_ALLOW, Iptables, RuleSpec
 from egress.drivers.nflog import DEFAULT_WATCH_GROUP, NflogReader
 from egress.drivers.nfqueue import QueueDriver
 from egress.gc_schedule import FullCollections
@@ -73,6 +80,7 @@ class DaemonConfig:
     signatures: bool = True
     sandbox_api: str | None = None            # HOST:PORT (loopback) or unix:/path for the attribution API
     cpus: tuple[int, ...] = ()                # pin to these CPUs (workers: worker i -> cpus[i % len]); () = no pinning
+    flow_timeouts: tuple[tuple[str, float], ...] = ()   # (Timeouts field, seconds) overriding the defaults
     tick: float = 0.25
 
 
@@ -151,6 +159,8 @@ class Daemon:
         self.api = None
         self.peers = None
         self.collections = FullCollections()
+        self._held: dict = {}                 # flow key -> fast-pathed flow kept past its idle timeout
+        self.hold_counters = {"open": 0, "ended": 0}
 
     # -- start --------------------------------------------------------------------------
 
@@ -161,12 +171,16 @@ class Daemon:
             log.info("egress: pinned to CPU(s) %s", ",".join(map(str, sorted(pinned))))
         policy = load_policy(cfg.rules, cfg.sandbox_map)
         classifier = load_classifier(cfg.model)
-        engine_config = EngineConfig(signatures=cfg.signatures, exception_action=cfg.exception_action)
+        engine_config = EngineConfig(signatures=cfg.signatures, exception_action=cfg.exception_action,
+                                     timeouts=replace(Timeouts(), **dict(cfg.flow_timeouts)))
         if self.engine_factory is not None:
             self.engine = self.engine_factory(engine_config, policy, classifier)
         else:
             from egress.engine import Engine
             self.engine = Engine(engine_config, policy=policy, classifier=classifier)
+        table = getattr(self.engine, "table", None)
+        if cfg.fast_path and table is not None:
+            table.hold = self._hold_fast_pathed
         self.writer = EveWriter(cfg.eve, append=True)
         if cfg.peers:
             self._join_peers(cfg.peers)
@@ -212,6 +226,35 @@ class Daemon:
         log.info("egress: serving queue(s) %s in %s mode, %s, rules %s", ",".join(map(str, cfg.queues)),
                  cfg.mode, "fail-open" if cfg.fail_open else "fail-closed", " ".join(cfg.rules) or "(none)")
 
+    # -- fast-pathed flows that outlive their idle timeout ----------------------------------
+
+    def _hold_fast_pathed(self, flows, now: float) -> list:
+        """FlowTable.hold: a flow idle past its timeout whose connection takes the ALLOW
+        fast path (the engine sees none of its packets) stays in the table until the
+        tick has asked conntrack about it (check_held): while the connection is open, a
+        reload that now blocks it must find it to revoke it."""
+        kept = []
+        for flow in flows:
+            if flow.kernel_mark == MARK_ALLOW:
+                kept.append(flow)
+                self._held[flow.key] = flow
+        return kept
+
+    def check_held(self, now: float, limit: int = 64) -> None:
+        """Ask conntrack about at most `limit` of the flows kept by _hold_fast_pathed (a
+        lookup costs ~0.1-0.2 ms, so a tick stays short): an open connection keeps its
+        flow for another idle timeout; a closed or vanished one ends it (its flow event
+        is written), as does a lookup that fails."""
+        held, table = self._held, self.engine.table
+        for _ in range(min(limit, len(held))):
+            _key, flow = held.popitem()
+            state = self.marker.connection_state(flow)
+            if state == "open":
+                flow.last = now
+                self.hold_counters["open"] += 1
+            elif table.end_held(flow, closed=state == "closed"):
+                self.hold_counters["ended"] += 1
+
     def _join_peers(self, spec: str) -> None:
         """Share learned DNS answers with the other workers of this gateway."""
         from egress.drivers.peers import Peers
@@ -242,6 +285,8 @@ class Daemon:
             stats["conntrack." + name] = value
         for name, value in self.collections.counters.items():
             stats["gc." + name] = value
+        for name, value in self.hold_counters.items():
+            stats["held." + name] = value
         if self.peers is not None:
             for name, value in self.peers.counters.items():
                 stats["peers." + name] = value
@@ -274,6 +319,8 @@ class Daemon:
                 if now >= next_tick:
                     next_tick = now + self.config.tick
                     self.engine.advance(now)
+                    if self._held:
+                        self.check_held(now)
                 self._write_events()
                 if self._want_reload:
                     self._want_reload = False
@@ -331,6 +378,8 @@ class Daemon:
             if action is Action.ALLOW:
                 continue
             ok = self.marker.set_mark(flow, action)
+            if ok:
+                flow.kernel_mark = ACTION_MARKS[action]   # no longer an ALLOW fast-pathed flow to hold
             count += ok
             if self.metrics:
                 self.metrics.revocations.labels(result="ok" if ok else "failed").inc()

@@ -126,3 +126,63 @@ def test_reload_with_a_real_engine_swaps_in_fresh_domain_lists_without_an_error(
     for old, new in zip(before, after):
         changed = [k for k in old if old[k] is not new[k]]
         assert changed, "the reload did not swap a fresh list into %r" % (new,)
+
+
+class ConntrackStates:
+    """What ConntrackMarker.connection_state answers, by client port."""
+
+    def __init__(self, states):
+        self.states = states
+        self.asked = []
+
+    def connection_state(self, flow):
+        self.asked.append(flow.client_port)
+        return self.states[flow.client_port]
+
+
+def test_fast_pathed_flows_stay_while_conntrack_has_their_connection_open(tmp_path):
+    from egress.config import EngineConfig, Timeouts
+    from egress.decode import decode
+    from egress.drivers.iptables import MARK_ALLOW, MARK_DROP
+    from egress.engine import Engine
+    from egress.testing.craft import TcpSession
+    from egress.types import RawPacket
+    rules = tmp_path / "r.yaml"
+    rules.write_text(GOOD)
+    d = Daemon(DaemonConfig(rules=[str(rules)], metrics=None))
+    d.engine = Engine(EngineConfig(timeouts=Timeouts(tcp_established=10.0)), policy=load_policy([str(rules)], None))
+    d.engine.table.hold = d._hold_fast_pathed
+    d.marker = ConntrackStates({41001: "open", 41002: "gone", 41003: "closed", 41004: "unknown"})
+    flows = {}
+    for port in (41001, 41002, 41003, 41004, 41005):
+        s = TcpSession(("10.9.0.2", port), ("10.9.1.2", 8000), t0=1000.0)
+        s.handshake()
+        s.send(True, b"x")
+        for ts, data in s.packets:
+            flows[port] = d.engine.process(RawPacket(ts, data, 101, len(data), None)).flow
+        # the driver marks a flow it handed to the ALLOW fast path; 41005 still goes through the queue
+        flows[port].kernel_mark = MARK_ALLOW if port != 41005 else 0
+    d.engine.advance(1020.0)
+    ended = [e["src_port"] for e in d.engine.drain_events() if e["event_type"] == "flow"]
+    assert ended == [41005] and len(d._held) == 4 and len(d.engine.table) == 4
+    d.check_held(1020.0)
+    assert sorted(d.marker.asked) == [41001, 41002, 41003, 41004]
+    events = {e["src_port"]: e for e in d.engine.drain_events() if e["event_type"] == "flow"}
+    assert sorted(events) == [41002, 41003, 41004]
+    assert events[41003]["flow"]["reason"] == "closed" and events[41002]["flow"]["reason"] == "timeout"
+    assert d.hold_counters == {"open": 1, "ended": 3}
+    # The open connection's flow is still there: a reload that now blocks it revokes it.
+    (kept,) = d.engine.table.flows.values()
+    assert kept is flows[41001] and kept.last == 1020.0
+    rules.write_text(GOOD.replace("ports: [7001]", "ports: [7001]\n      - name: block-8000\n"
+                                  "        action: drop\n        ports: [8000]"))
+    d.writer = FakeWriter()
+    revoked = []
+    d.marker.set_mark = lambda flow, action: revoked.append((flow.client_port, action)) or True
+    assert d.reload() is True
+    assert revoked == [(41001, Action.DROP)] and kept.kernel_mark == MARK_DROP
+    # A revoked flow is not held any more: it ends at its next idle timeout.
+    d.engine.advance(1025.0)
+    assert not d._held and len(d.engine.table) == 1
+    d.engine.advance(1031.0)
+    assert not d._held and [e["src_port"] for e in d.engine.drain_events() if e["event_type"] == "flow"] == [41001]

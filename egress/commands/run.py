@@ -79,6 +79,24 @@ def check_cpus(text: str, available: set[int] | None = None) -> tuple[int, ...]:
     return cpus
 
 
+def parse_flow_timeout(text: str) -> tuple[str, float]:
+    """NAME=SECONDS with NAME a field of egress.config.Timeouts (tcp_established=600)."""
+    from dataclasses import fields
+    from egress.config import Timeouts
+    names = [f.name for f in fields(Timeouts)]
+    name, eq, value = text.partition("=")
+    if not eq or name.strip() not in names:
+        raise argparse.ArgumentTypeError("flow timeout must be NAME=SECONDS with NAME one of %s, not %r"
+                                         % (", ".join(names), text))
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("flow timeout %s: %r is not a number of seconds" % (name, value)) from None
+    if not 0 < seconds < 10 ** 9:
+        raise argparse.ArgumentTypeError("flow timeout %s must be more than 0 seconds" % name)
+    return name.strip(), seconds
+
+
 def format_cpus(cpus) -> str:
     """(0, 1, 2, 5) -> "0-2,5"."""
     out: list[str] = []
@@ -130,6 +148,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="send up to N verdicts to the kernel in one system call while packets that had "
                         "already arrived are handled; a packet handled alone is answered at once "
                         "(default 8; 1: one call per packet)")
+    p.add_argument("--flow-timeout", type=parse_flow_timeout, action="append", default=[], metavar="NAME=SECONDS",
+                   help="a flow timeout of the engine (repeatable): tcp_new, tcp_established, tcp_closed, udp, other, "
+                        "absolute (defaults 30, 600, 10, 120, 30, 86400). A fast-pathed connection outlives its "
+                        "idle timeout in the flow table while conntrack has it open, so a reload can still revoke it")
     p.add_argument("--watch-group", type=parse_watch_group, default=DEFAULT_WATCH_GROUP, metavar="N|off",
                    help="NFLOG group of the watch path (default %d): once an allowed flow needs no more "
                         "inline verdicts but the classifier still watches it, its packets pass in the "
@@ -163,7 +185,7 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         signatures=not args.no_signatures, fast_path=not args.no_fast_path, sandbox_api=args.sandbox_api,
         busy_poll=max(0.0, args.busy_poll) / 1e6, verdict_batch=max(1, args.verdict_batch),
         watch_group=args.watch_group, slot=args.slot,
-        peers=args.peers, cpus=parse_cpus(args.cpus) if args.cpus else ())
+        peers=args.peers, cpus=parse_cpus(args.cpus) if args.cpus else (), flow_timeouts=tuple(args.flow_timeout))
 
 
 def worker_argv(args: argparse.Namespace, index: int, queue: int) -> list[str]:
@@ -179,6 +201,8 @@ def worker_argv(args: argparse.Namespace, index: int, queue: int) -> list[str]:
     if args.cpus:
         cpus = parse_cpus(args.cpus)
         argv += ["--cpus", str(cpus[index % len(cpus)])]
+    for name, seconds in args.flow_timeout:
+        argv += ["--flow-timeout", "%s=%r" % (name, seconds)]
     for flag, value in (("--model", args.model), ("--sandbox-map", args.sandbox_map)):
         if value:
             argv += [flag, value]

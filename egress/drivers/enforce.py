@@ -14,6 +14,10 @@ for a connection the engine does not know (it forgot the flow after an idle time
 the daemon restarted), the connmark is cleared so the connection is queued, and fully
 inspected, again.
 
+And it tells whether a connection the engine no longer sees is still open
+(`connection_state`), so that a fast-pathed flow stays in the flow table, where a reload
+can still revoke it, for as long as its connection lives (egress.daemon).
+
 Guarantees: `ConntrackMarker.set_mark` never raises; it returns whether the kernel
 accepted the change and counts it: `revoked` / `revoke_failed` for a block,
 `released` / `release_failed` for an allow, `requeued` / `requeue_failed` for a
@@ -21,6 +25,7 @@ connection sent back to the queue; failed e.g. when the connection is gone.
 """
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 
@@ -28,6 +33,7 @@ from egress.drivers.iptables import MARK_ALLOW, MARK_DROP, MARK_MASK, MARK_REJEC
 from egress.types import PROTO_ICMP, PROTO_ICMPV6, Action, ip_text
 
 ACTION_MARKS = {Action.ALLOW: MARK_ALLOW, Action.DROP: MARK_DROP, Action.REJECT: MARK_REJECT}
+_TCP_DONE = (7, 8)       # conntrack's TCP_CONNTRACK_TIME_WAIT, TCP_CONNTRACK_CLOSE
 
 
 def flow_tuple(flow) -> dict:
@@ -45,7 +51,7 @@ class ConntrackMarker:
         self._sockets: dict[int, object] = {}
         self._lock = threading.Lock()
         self.counters = {"revoked": 0, "revoke_failed": 0, "released": 0, "release_failed": 0,
-                         "requeued": 0, "requeue_failed": 0}
+                         "requeued": 0, "requeue_failed": 0, "lookup_failed": 0}
         self.last_error = ""
 
     def _socket(self, family: int):
@@ -72,6 +78,36 @@ class ConntrackMarker:
         """Replace the verdict bits with one no rule matches: the connection's next packets
         go to the queue again. (Not 0: pyroute2 leaves a zero mark out of the request.)"""
         return self._write(flow, MARK_REQUEUE, "requeued")
+
+    def connection_state(self, flow) -> str:
+        """What conntrack knows of the flow's connection: "open", "closed" (TCP in
+        TIME_WAIT or CLOSE: both sides are done), "gone" (no entry), or "unknown" (the
+        question failed: no pyroute2, no permission; counted). Never raises."""
+        if flow is None or flow.proto in (PROTO_ICMP, PROTO_ICMPV6):
+            return "unknown"
+        from pyroute2.netlink.exceptions import NetlinkError
+        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+        t = flow_tuple(flow)
+        try:
+            with self._lock:
+                entry = self._socket(t["family"]).entry("get", tuple_orig=NFCTAttrTuple(**t))
+        except NetlinkError as exc:
+            if exc.code == errno.ENOENT:
+                return "gone"
+            self.counters["lookup_failed"] += 1
+            self.last_error = "%s: %s" % (type(exc).__name__, exc)
+            return "unknown"
+        except Exception as exc:
+            self.counters["lookup_failed"] += 1
+            self.last_error = "%s: %s" % (type(exc).__name__, exc)
+            return "unknown"
+        if entry is None:
+            return "gone"
+        try:
+            state = entry.get_nested("CTA_PROTOINFO", "CTA_PROTOINFO_TCP", "CTA_PROTOINFO_TCP_STATE")
+        except Exception:
+            state = None
+        return "closed" if state in _TCP_DONE else "open"
 
     def _write(self, flow, mark: int, outcome: str) -> bool:
         if flow is None or flow.proto in (PROTO_ICMP, PROTO_ICMPV6):

@@ -15,6 +15,10 @@ Guarantees:
   packet ends it at once whenever its timeout has passed (see track()).
 - At most `max_flows` flows: creating one more evicts the least recently seen
   flow (ended with reason "forced"), counted in `evicted`.
+- A flow that has gone idle in the engine's view but whose connection lives on where
+  the engine does not see it (the live gateway's kernel fast path) is kept when the
+  `hold` hook says so (see expire()): its verdict can still be revoked. Held flows
+  still end at the absolute timeout, when closed, and by eviction.
 """
 from __future__ import annotations
 
@@ -76,6 +80,12 @@ class FlowTable:
         self.evicted = 0
         self.expired = 0
         self._to_sweep: list[tuple] = []    # keys left in the current round, oldest last
+        # hold(flows, now) -> the flows of `flows` (idle past their timeout) not to end
+        # now, because their connection lives on outside the engine's view. The hook
+        # moves `last` of those it confirmed alive to `now`; the others stay idle and
+        # are offered again on the next round. None: idle flows end.
+        self.hold: Callable[[list[Flow], float], list[Flow]] | None = None
+        self.held = 0                       # times a flow was kept by `hold`
 
     def __len__(self) -> int:
         return len(self.flows)
@@ -244,10 +254,26 @@ class FlowTable:
         ended = [f for f in map(flows.get, batch) if f is not None
                  and ((now - f.last > min_idle and now - f.last > self._idle_timeout(f))
                       or now - f.start > absolute)]
+        if ended and self.hold is not None:
+            idle = [f for f in ended if now - f.start <= absolute and f.state != STATE_CLOSED]
+            kept = self.hold(idle, now) if idle else ()
+            if kept:
+                kept_ids = {id(f) for f in kept}
+                ended = [f for f in ended if id(f) not in kept_ids]
+                self.held += len(kept_ids)
         for flow in ended:
             self._end(flow, END_CLOSED if flow.state == STATE_CLOSED else END_TIMEOUT)
         self.expired += len(ended)
         return len(ended)
+
+    def end_held(self, flow: Flow, closed: bool = False) -> bool:
+        """End a flow that `hold` kept, now that its connection is gone (closed: it
+        was seen closing). False when the flow is not in the table any more."""
+        if self.flows.get(flow.key) is not flow:
+            return False
+        self._end(flow, END_CLOSED if closed else END_TIMEOUT)
+        self.expired += 1
+        return True
 
     def flush(self) -> None:
         """End all flows (shutdown or end of replay)."""

@@ -45,6 +45,19 @@ def test_watch_group_default_off_and_bad_values():
     assert argv[argv.index("--watch-group") + 1] == "off"
 
 
+def test_flow_timeouts_and_verdict_batch_reach_the_daemon_and_its_workers():
+    args = parse("--flow-timeout", "tcp_established=30", "--flow-timeout", "udp=5.5", "--verdict-batch", "4",
+                 "--queue", "0-1", "--workers")
+    cfg = config_from_args(args)
+    assert cfg.flow_timeouts == (("tcp_established", 30.0), ("udp", 5.5)) and cfg.verdict_batch == 4
+    worker = config_from_args(parse(*worker_argv(args, 1, 1)[4:]))
+    assert worker.flow_timeouts == cfg.flow_timeouts and worker.verdict_batch == 4
+    assert config_from_args(parse()).flow_timeouts == () and config_from_args(parse()).verdict_batch == 8
+    for bad in ("tcp_established", "tcp_forever=3", "udp=soon", "udp=0", "udp=-1"):
+        with pytest.raises(SystemExit):
+            parse("--flow-timeout", bad)
+
+
 def test_worker_command_lines_split_eve_and_metrics_per_queue():
     args = parse("--queue", "4-5", "--workers", "--rules", "a.yaml", "--rules", "b.yaml", "--eve", "/var/log/eve.json",
                  "--metrics", "127.0.0.1:9200", "--fail-open", "--sandbox-iface", "sbx0")

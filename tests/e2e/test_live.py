@@ -285,6 +285,47 @@ def test_reload_revokes_a_fast_pathed_connection(lab, tmp_path, nat, v6):
             lab.topo.run("gw", "iptables", "-w", "-t", "nat", "-D", *masquerade)
 
 
+def test_reload_revokes_a_fast_pathed_connection_idle_past_the_engines_timeout(lab, tmp_path):
+    """The engine sees none of a fast-pathed connection's packets, so after its idle
+    timeout (1 s here) the flow would leave the table, and with it the last chance to
+    revoke it. It stays while conntrack has the connection open; a closed one ends."""
+    port = 7014
+    rules = tmp_path / "idle.yaml"
+    write_rules(rules)
+    start_echo(lab.topo, lab.ext4, port)
+    gw = Gateway(lab.topo, lab.workdir, rules=[str(rules)], extra=["--flow-timeout", "tcp_established=1"],
+                 name="idle-revoke")
+    clients = [lab.topo.popen("sbx", [PY, "-c", LONG_CLIENT % (lab.ext4, port)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        for client in clients:
+            for _ in range(40):
+                assert echo_line(client, 1000) == "ok"
+                if conntrack_marks(lab, port).count("0x9000000") == clients.index(client) + 1:
+                    break
+        assert conntrack_marks(lab, port) == ["0x9000000", "0x9000000"]     # both on the fast path
+        clients[1].stdin.close()                                            # the second one closes
+        assert clients[1].wait(5) == 0
+        time.sleep(3.0)                     # idle in the engine's view for three of its timeouts
+        assert echo_line(clients[0], 1000) == "ok"
+        write_rules(rules, "      - name: block-it\n        action: drop\n        ports: [%d]\n" % port)
+        gw.hup("egress: reloaded")
+        assert gw.stderr().count("revoked flow") == 1
+        assert echo_line(clients[0], 1000) in ("timeout", "TimeoutError")
+    finally:
+        for client in clients:
+            client.kill()
+            client.wait()
+        assert gw.stop() == 0
+    lines = [l for l in gw.stderr().splitlines() if l.startswith("egress: stats ")]
+    counters = json.loads(lines[-1][len("egress: stats "):])
+    assert counters["held.open"] >= 2 and counters["held.ended"] >= 1
+    flows = gw.flows_to(port)
+    assert len(flows) == 2                  # one flow event each: the closed one's came early
+    closed = [f for f in flows if f["flow"]["reason"] == "closed"]
+    assert len(closed) == 1 and closed[0]["verdict"]["action"] == "allow"
+
+
 LONG_CLIENT = """\
 import os, socket, sys
 s = socket.create_connection((%r, %d), timeout=2)
