@@ -627,8 +627,11 @@ def tunnel_verdict(rec, sizes) -> tuple[str | None, set]:
 def test_tunnel_only_on_real_openssh(tunnel_runs, name, cipher):
     rec, marks = tunnel_runs[name, cipher]
     expected = SCENARIOS[name][2]
-    verdict, found = tunnel_verdict(rec, marks.retime(rec.sizes))
-    assert verdict == expected
+    retimed = marks.retime(rec.sizes)
+    verdict, found = tunnel_verdict(rec, retimed)
+    # On a miss, what the detector was given: rare misses under load are to be studied
+    assert verdict == expected, ("payload sizes (ts, direction, bytes)", [(round(t, 3), d, n) for t, d, n in retimed[:48]],
+                                 "resumes", marks.times)
     if expected == "reverse":
         assert ("reverse_tunnel", "ssh.tunnel_only_reverse") in found
     elif expected == "local":
