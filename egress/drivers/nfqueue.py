@@ -352,8 +352,10 @@ class QueueDriver:
             counters["offloaded"] += 1
             counters[_COUNTER[action]] += 1
             mark = _OFFLOAD_MARKS[action]
-            if decision.flow is not None:
-                decision.flow.kernel_mark = mark
+            flow = decision.flow
+            if flow is not None:
+                flow.kernel_mark = mark
+                flow.bypassed = flow.last       # the rest of it is the kernel's: not counted
             out.add_marked(pkt.id, NF_REPEAT, (pkt.get_mark() & ~OWNED_BITS) | mark)
         elif (decision is not None and decision.watch and self.watch is not None and action is _ALLOW
               and decision.flow is not None):
@@ -414,6 +416,8 @@ class QueueDriver:
                 continue
             flow.kernel_mark = mark
             ok = self.marker is not None and self.marker.set_mark(flow, action)
+            if ok:
+                flow.bypassed = flow.last       # no more copies: the rest is not counted
             if mark == MARK_ALLOW:
                 counters["watch_ended"] += 1
             else:

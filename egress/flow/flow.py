@@ -42,7 +42,7 @@ class Flow:
         # classification, policy
         "features", "ml", "verdict", "verdict_dirty", "packets_allowed", "alerted",
         # enforcement (the live driver's bookkeeping)
-        "kernel_mark",
+        "kernel_mark", "bypassed",
     )
 
     def __init__(self, flow_id: int, key: tuple, proto: int, version: int, client_ip: bytes,
@@ -92,6 +92,8 @@ class Flow:
         self.packets_allowed = 0            # packets let through so far (to know a block is a revocation)
         self.alerted: set | None = None     # signatures already written as alert events
         self.kernel_mark = 0                # egress mark bits the live driver gave the connection (0: none)
+        self.bypassed = 0.0                 # packet time from which the kernel passed or dropped the rest of
+                                            # the connection without egress seeing it (live fast path); 0: never
 
     # -- small read-only helpers for the later stages --------------------------------
 

@@ -8,6 +8,8 @@ Guarantees (the contract in DESIGN.md; checked by shared/tools/check_eve.py):
 - a "flow" event carries flow{}, verdict{}, detections[] and ml{} (empty
   without a model); protocol facts are grouped by their prefix ("tls.sni" ->
   "tls": {"sni": ...}) as Suricata does;
+- a flow the live gateway handed to the kernel (fast path, a revocation) has
+  flow.bypass = "kernel" and flow.bypassed_at: its packet and byte counts stop there;
 - events are plain dicts; `EveWriter` serializes one line each and can reopen its
   file (logrotate on SIGHUP).
 """
@@ -127,6 +129,11 @@ def flow_event(flow: Flow) -> dict:
         "alerted": bool(flow.alerted),
         "initiator": flow.initiator,
     }
+    if flow.bypassed:
+        # Live only: from this moment the kernel carried (or dropped) the connection on
+        # its own, so the counts above stop there (as Suricata's "bypass").
+        event["flow"]["bypass"] = "kernel"
+        event["flow"]["bypassed_at"] = timestamp(flow.bypassed)
     event["verdict"] = flow.verdict.to_json()
     event["detections"] = [d.to_json() for d in flow.detections]
     event["ml"] = dict(flow.ml) if flow.ml else {}

@@ -194,6 +194,8 @@ class FakeWatch:
 
 class FakeFlow:
     kernel_mark = 0
+    last = 7.0
+    bypassed = 0.0
 
 
 class RecordingMarker:
@@ -426,3 +428,23 @@ def test_every_packet_of_a_read_gets_its_verdict_by_the_end_of_the_read():
         expected = [(NF_ACCEPT, None), (NF_DROP, None), (NF_REPEAT, MARK_REJECT_ONCE | 0x5), (NF_REPEAT, MARK_DROP | 0x5)]
         assert [v[2:] for v in given] == (expected * 5)[:handled]
         assert reader.verdicts.pending == [] and drv._out is None
+
+
+def test_a_flow_handed_to_the_kernel_records_when():
+    offloaded, kept = FakeFlow(), FakeFlow()
+    drv = QueueDriver(ScriptedEngine(Decision(Action.ALLOW, Verdict(), offloaded, offload=True),
+                                     Decision(Action.ALLOW, Verdict(), kept)))
+    drv._on_packet(FakePacket())
+    drv._on_packet(FakePacket())
+    assert offloaded.bypassed == 7.0 and kept.bypassed == 0.0
+    # the watch path: the end of a watch (the connmark becomes ALLOW) counts only when the
+    # kernel took the new mark
+    for accepted in (True, False):
+        flow = FakeFlow()
+        flow.kernel_mark = 0x5
+        marker = RecordingMarker()
+        marker.set_mark = lambda f, action, ok=accepted: ok
+        drv = QueueDriver(ScriptedEngine(Decision(Action.ALLOW, Verdict(), flow, offload=True)), watch=FakeWatch(),
+                          marker=marker)
+        drv.on_watched([(7.0, bytes([0x45, 0, 0, 40]) + bytes(36), 0, 0)])
+        assert flow.bypassed == (7.0 if accepted else 0.0)

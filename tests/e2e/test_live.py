@@ -324,6 +324,7 @@ def test_reload_revokes_a_fast_pathed_connection_idle_past_the_engines_timeout(l
     assert len(flows) == 2                  # one flow event each: the closed one's came early
     closed = [f for f in flows if f["flow"]["reason"] == "closed"]
     assert len(closed) == 1 and closed[0]["verdict"]["action"] == "allow"
+    assert all(f["flow"]["bypass"] == "kernel" for f in flows)
 
 
 LONG_CLIENT = """\

@@ -126,6 +126,8 @@ def test_a_watched_conversation_ends_its_watch_on_the_fast_path_intact(lab, mode
         assert gw.stop() == 0
     (flow,) = gw.flows_to(7301)
     assert flow["verdict"]["action"] == "allow"
+    assert flow["flow"]["bypass"] == "kernel"          # its counts stop where the watch ended
+    assert flow["flow"]["start"] < flow["flow"]["bypassed_at"] <= flow["flow"]["end"]
     counters = stats(gw)
     assert counters["driver.watched"] >= 1 and counters["driver.watch_ended"] == 1
     assert counters["conntrack.released"] == 1 and counters["conntrack.release_failed"] == 0
