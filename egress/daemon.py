@@ -247,7 +247,7 @@ class Daemon:
         is written), as does a lookup that fails."""
         held, table = self._held, self.engine.table
         for _ in range(min(limit, len(held))):
-            _key, flow = held.popitem()
+            flow = held.pop(next(iter(held)))         # the longest waiting first
             state = self.marker.connection_state(flow)
             if state == "open":
                 flow.last = now

@@ -322,6 +322,7 @@ class Engine:
         out = dict(self.counters)
         out["flows.active"] = len(self.table)
         out["flows.evicted"] = self.table.evicted
+        out["flows.held"] = self.table.held
         for name, count in self.inspect.errors.items():
             out["inspect.errors." + name] = count
         return out

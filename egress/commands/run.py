@@ -79,6 +79,16 @@ def check_cpus(text: str, available: set[int] | None = None) -> tuple[int, ...]:
     return cpus
 
 
+def parse_verdict_batch(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("verdict batch must be a number, not %r" % text) from None
+    if not 1 <= n <= 1024:
+        raise argparse.ArgumentTypeError("verdict batch must be 1..1024, not %d" % n)
+    return n
+
+
 def parse_flow_timeout(text: str) -> tuple[str, float]:
     """NAME=SECONDS with NAME a field of egress.config.Timeouts (tcp_established=600)."""
     from dataclasses import fields
@@ -144,9 +154,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--busy-poll", type=float, default=0.0, metavar="USEC",
                    help="after a packet, keep polling the queue for USEC microseconds before sleeping "
                         "(lower latency per queued packet at the cost of CPU; default 0)")
-    p.add_argument("--verdict-batch", type=int, default=8, metavar="N",
+    p.add_argument("--verdict-batch", type=parse_verdict_batch, default=8, metavar="N",
                    help="send up to N verdicts to the kernel in one system call while packets that had "
-                        "already arrived are handled; a packet handled alone is answered at once "
+                        "already arrived are handled; the first packet of each read is answered at once "
                         "(default 8; 1: one call per packet)")
     p.add_argument("--flow-timeout", type=parse_flow_timeout, action="append", default=[], metavar="NAME=SECONDS",
                    help="a flow timeout of the engine (repeatable): tcp_new, tcp_established, tcp_closed, udp, other, "
@@ -183,7 +193,7 @@ def config_from_args(args: argparse.Namespace) -> DaemonConfig:
         fail_open=args.fail_open, bypass=args.fail_open, gso=args.gso, copy_range=args.copy_range,
         queue_maxlen=args.queue_maxlen, exception_action=args.on_error, install_rules=not args.no_rules,
         signatures=not args.no_signatures, fast_path=not args.no_fast_path, sandbox_api=args.sandbox_api,
-        busy_poll=max(0.0, args.busy_poll) / 1e6, verdict_batch=max(1, args.verdict_batch),
+        busy_poll=max(0.0, args.busy_poll) / 1e6, verdict_batch=args.verdict_batch,
         watch_group=args.watch_group, slot=args.slot,
         peers=args.peers, cpus=parse_cpus(args.cpus) if args.cpus else (), flow_timeouts=tuple(args.flow_timeout))
 

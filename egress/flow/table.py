@@ -81,9 +81,10 @@ class FlowTable:
         self.expired = 0
         self._to_sweep: list[tuple] = []    # keys left in the current round, oldest last
         # hold(flows, now) -> the flows of `flows` (idle past their timeout) not to end
-        # now, because their connection lives on outside the engine's view. The hook
-        # moves `last` of those it confirmed alive to `now`; the others stay idle and
-        # are offered again on the next round. None: idle flows end.
+        # now, because their connection may live on outside the engine's view. Whoever
+        # set the hook moves `last` of a kept flow to the time it confirmed the
+        # connection alive, or ends it with end_held(); until then the flow stays idle
+        # and is offered again on the next round. None: idle flows end.
         self.hold: Callable[[list[Flow], float], list[Flow]] | None = None
         self.held = 0                       # times a flow was kept by `hold`
 

@@ -56,6 +56,9 @@ def test_flow_timeouts_and_verdict_batch_reach_the_daemon_and_its_workers():
     for bad in ("tcp_established", "tcp_forever=3", "udp=soon", "udp=0", "udp=-1"):
         with pytest.raises(SystemExit):
             parse("--flow-timeout", bad)
+    for bad in ("0", "-3", "x", "5000"):
+        with pytest.raises(SystemExit):
+            parse("--verdict-batch", bad)
 
 
 def test_worker_command_lines_split_eve_and_metrics_per_queue():
