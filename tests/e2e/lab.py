@@ -61,6 +61,12 @@ class Gateway:
         self._log.close()
         return self.proc.returncode
 
+    def stats(self) -> dict:
+        """The daemon's counters from the 'stats' line it logs when it stops."""
+        lines = [l for l in self.stderr().splitlines() if l.startswith("egress: stats ")]
+        assert lines, self.stderr()[-2000:]
+        return json.loads(lines[-1][len("egress: stats "):])
+
     def events(self, event_type: str | None = "flow") -> list[dict]:
         if not self.eve.exists():
             return []

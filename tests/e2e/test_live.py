@@ -5,7 +5,6 @@ arrive intact, and the kernel state (rules, connmarks) must be what egress claim
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -317,8 +316,7 @@ def test_reload_revokes_a_fast_pathed_connection_idle_past_the_engines_timeout(l
             client.kill()
             client.wait()
         assert gw.stop() == 0
-    lines = [l for l in gw.stderr().splitlines() if l.startswith("egress: stats ")]
-    counters = json.loads(lines[-1][len("egress: stats "):])
+    counters = gw.stats()
     assert counters["held.open"] >= 2 and counters["held.ended"] >= 1
     flows = gw.flows_to(port)
     assert len(flows) == 2                  # one flow event each: the closed one's came early
@@ -600,8 +598,7 @@ def test_a_queued_burst_gets_its_verdicts_in_batches(lab, tmp_path):
             receiver.wait()
         assert gw.stop() == 0
     assert (allowed, rejected) == (300, 0)
-    lines = [l for l in gw.stderr().splitlines() if l.startswith("egress: stats ")]
-    counters = json.loads(lines[-1][len("egress: stats "):])
+    counters = gw.stats()
     assert counters["driver.accept"] >= 300 and counters["driver.reject"] == 300
     assert counters["driver.verdict_errors"] == 0
     # at most 8 verdicts a call (the default --verdict-batch), and far fewer calls than packets

@@ -50,13 +50,6 @@ print("intact %d" % ok)
 """
 
 
-def stats(gw: Gateway) -> dict:
-    """The daemon's counters from the 'stats' line it logs when it stops."""
-    lines = [l for l in gw.stderr().splitlines() if l.startswith("egress: stats ")]
-    assert lines, gw.stderr()[-2000:]
-    return json.loads(lines[-1][len("egress: stats "):])
-
-
 def fast_path_packets(lab) -> int:
     """Packets the gateway's ALLOW-connmark rule accepted (the fast path)."""
     out = lab.topo.run("gw", "iptables", "-w", "-L", "EGRESS-FWD", "-v", "-x", "-n").stdout
@@ -91,7 +84,7 @@ def test_tls_miner_is_blocked_by_the_classifier(lab, model):
     (flow,) = gw.flows_to(3443)
     assert flow["verdict"]["action"] == "drop" and flow["verdict"]["rule"] == "block-classified-mining"
     assert flow["ml"]["class"] == "mining"
-    counters = stats(gw)
+    counters = gw.stats()
     if counters.get("driver.watched", 0):
         assert counters["nflog.packets"] >= 1
         assert counters["driver.watch_revoked"] == 1 and counters["conntrack.revoked"] == 1
@@ -128,7 +121,7 @@ def test_a_watched_conversation_ends_its_watch_on_the_fast_path_intact(lab, mode
     assert flow["verdict"]["action"] == "allow"
     assert flow["flow"]["bypass"] == "kernel"          # its counts stop where the watch ended
     assert flow["flow"]["start"] < flow["flow"]["bypassed_at"] <= flow["flow"]["end"]
-    counters = stats(gw)
+    counters = gw.stats()
     assert counters["driver.watched"] >= 1 and counters["driver.watch_ended"] == 1
     assert counters["conntrack.released"] == 1 and counters["conntrack.release_failed"] == 0
     # The engine saw the flow up to the classifier's last look; the second half's 800
@@ -169,7 +162,7 @@ def test_a_watched_connection_from_before_a_restart_is_inspected_again(lab, mode
     try:
         assert client.stdout.readline().strip() == "paused 50"
         assert first.stop() == 0
-        assert stats(first)["driver.watched"] >= 1
+        assert first.stats()["driver.watched"] >= 1
         second = Gateway(lab.topo, lab.workdir, rules=rules, extra=["--model", model], name="watch-after")
         try:
             client.stdin.write("go\n")
@@ -182,7 +175,7 @@ def test_a_watched_connection_from_before_a_restart_is_inspected_again(lab, mode
     finally:
         if client.poll() is None:
             client.kill()
-    counters = stats(second)
+    counters = second.stats()
     assert counters["driver.watch_requeued"] == 1 and counters["conntrack.requeued"] == 1
     (flow,) = second.flows_to(7302)
     assert flow["verdict"]["action"] == "drop" and flow["verdict"]["rule"] == "block-mining"
