@@ -90,16 +90,20 @@ _ALLOW = Action.ALLOW
 _DROP = Action.DROP
 
 
+def queue_message(msg_type: int, queue_num: int, attrs: bytes, flags: int = NLM_F_REQUEST, seq: int = 0) -> bytes:
+    """An nfnetlink message of the queue subsystem: netlink header, nfgenmsg (the queue
+    number, big-endian), then the attributes as given."""
+    nfgen = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(queue_num))
+    header = struct.pack("=IHHII", 16 + len(nfgen) + len(attrs), (NFNL_SUBSYS_QUEUE << 8) | msg_type, flags, seq, 0)
+    return header + nfgen + attrs
+
+
 def config_flags_message(queue_num: int, flags: int, mask: int, seq: int = 1) -> bytes:
     """An NFQNL_MSG_CONFIG request setting `flags` (under `mask`) on one queue."""
     attrs = b""
     for attr_type, value in ((NFQA_CFG_MASK, mask), (NFQA_CFG_FLAGS, flags)):
         attrs += struct.pack("=HH", 8, attr_type) + struct.pack("!I", value)
-    nfgen = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(queue_num))
-    body = nfgen + attrs
-    header = struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_CONFIG,
-                         NLM_F_REQUEST | NLM_F_ACK, seq, 0)
-    return header + body
+    return queue_message(NFQNL_MSG_CONFIG, queue_num, attrs, NLM_F_REQUEST | NLM_F_ACK, seq)
 
 
 def set_queue_flags(fd: int, queue_num: int, fail_open: bool, gso: bool, timeout: float = 1.0) -> None:
@@ -449,10 +453,7 @@ def verdict_message(queue_num: int, packet_id: int, verdict: int, mark: int | No
     attrs = struct.pack("=HH", 12, NFQA_VERDICT_HDR) + struct.pack("!II", verdict, packet_id)
     if mark is not None:
         attrs += struct.pack("=HH", 8, NFQA_MARK) + struct.pack("!I", mark & 0xFFFFFFFF)
-    nfgen = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(queue_num))
-    header = struct.pack("=IHHII", 16 + 4 + len(attrs), (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_VERDICT,
-                         NLM_F_REQUEST, 0, 0)
-    return header + nfgen + attrs
+    return queue_message(NFQNL_MSG_VERDICT, queue_num, attrs)
 
 
 _ID = struct.Struct("!II")                  # verdict, packet id (NFQA_VERDICT_HDR)
