@@ -207,14 +207,16 @@ def engine_replay(to_server: bytes, to_client: bytes, sizes, client=("10.204.0.2
     """Replay a recorded conversation as real TCP packets through the engine; its flow events.
 
     `sizes` gives the order, direction and length of the chunks (as a relay recorded
-    them); timestamps keep their recorded spacing.
+    them); timestamps keep their recorded spacing: the session's clock steps 1 us per
+    packet, not TcpSession's default 1 ms, which would stretch a burst of back-to-back
+    chunks into rounds a round trip apart (the SSH heuristics read those gaps).
     """
     from egress.engine import Engine
     from egress.testing.craft import TcpSession
     from egress.types import RawPacket
     streams, at = (to_server, to_client), [0, 0]
     t0 = sizes[0][0] if sizes else 0.0
-    session = TcpSession(client, server)
+    session = TcpSession(client, server, step=1e-6)
     session.handshake()
     base = session.t
     for ts, d, n in sizes:

@@ -683,3 +683,23 @@ def test_reverse_forward_through_the_engine_with_controlled_timing(tunnel_runs):
     rec, marks = tunnel_runs["ssh host cmd", "chacha"]
     [event] = engine_replay(bytes(rec.data[0]), bytes(rec.data[1]), marks.retime(rec.sizes))
     assert {d["category"] for d in event["detections"]} == {"ssh"}
+
+
+def test_engine_replay_keeps_the_recorded_spacing(monkeypatch):
+    """The harness above must not stretch a burst: the client's two -N requests around
+    sshd's notices arrive 0.1 ms apart, and 1 ms per packet made them two rounds (a CI miss)."""
+    try:
+        from protocols_pcap import engine_replay
+    except ImportError:
+        from tests.inspect.protocols_pcap import engine_replay
+    views = []
+    inspect = SshDetector.inspect
+    monkeypatch.setattr(SshDetector, "inspect", lambda self, view: views.append(view) or inspect(self, view))
+    up, down = b"SSH-2.0-OpenSSH_9.2\r\n" + b"u" * 128, b"SSH-2.0-OpenSSH_9.2\r\n" + b"d" * 440
+    sizes = [(10.0, 0, 21), (10.0171, 1, 21), (10.0250, 0, 68), (10.0251, 1, 412), (10.0252, 0, 60),
+             (10.0253, 1, 28)]
+    engine_replay(up, down, sizes)
+    seen = views[-1].sizes
+    assert [(d, n) for _, d, n in seen] == [(d, n) for _, d, n in sizes]
+    for (t, _, _), (t_seen, _, _) in zip(sizes, seen):
+        assert t_seen - seen[0][0] == pytest.approx(t - sizes[0][0], abs=20e-6)
