@@ -58,8 +58,9 @@ What it reports:
     anchor, no claim). A client that wants a shell, a command, scp, sftp or git then
     opens a "session" channel and must wait for the confirmation before it sends the
     channel request: two client rounds in the burst that follows the login (a new
-    round needs an answer first: two server packets, since sshd sends its post-login
-    notices EXT_INFO and hostkeys-00 unasked, or one that came a round trip later).
+    round needs an answer first: a server packet that came a round trip after the
+    round began; sshd's post-login notices, EXT_INFO and hostkeys-00, come unasked
+    and sooner).
     With -N the client sends only global requests (tcpip-forward, no-more-sessions)
     in one round, then waits. Forwarded connections come later, each after an idle
     gap, as a CHANNEL_OPEN of 40+ payload bytes (a keepalive request holds 27, a
@@ -97,7 +98,9 @@ Limits of the encrypted-phase heuristics (known, measured in tests/inspect/test_
   packet of channel-open size answered by one of confirmation size), so a shell
   whose unprompted output is answered by a paste could look like a -R channel. A
   server without post-login notices on a link under 1 ms makes its confirmation
-  look like part of the client's round, with the same consequence.
+  look like part of the client's round, with the same consequence; so does a loaded
+  server whose notices reach the gateway a round trip after the client's first
+  request, when the client's second request of that round comes after them.
 
 This is not JA4SSH (whose licence forbids product use); the size features are our own.
 """
@@ -411,7 +414,7 @@ _CONFIRM_PAYLOAD = 17         # CHANNEL_OPEN_CONFIRMATION; EOF/CLOSE/WINDOW_ADJU
 _TUNNEL_IDLE_MIN = 1.0        # an idle gap: at least this long, or 4 x the slowest login answer
 _TUNNEL_ANSWER_MIN = 0.5      # a channel open is answered within this, or 3 x the slowest login answer
 _RTT_CAP = 2.0
-_ROUND_MIN = 0.001            # a client packet this soon after its round began belongs to it
+_ROUND_MIN = 0.001            # a server packet this soon after a round began cannot answer it
 
 
 def _negotiate(client_list: str, server_list: str) -> str | None:
@@ -497,20 +500,21 @@ def _login_rounds(burst: list, fastest: float) -> int:
     """Client rounds in the burst after USERAUTH_SUCCESS.
 
     A round is what the client sends before it needs an answer. A client packet starts
-    a new round only after the server answered: two or more server packets since the
-    round began (OpenSSH's sshd sends its unsolicited post-login notices, EXT_INFO and
-    hostkeys-00, before any answer), or one that came a round trip later (half the
-    fastest login answer, at least 1 ms: the client's own requests of one round are
-    sent back to back, and may be interleaved with those notices).
+    a new round only after the server answered the round: a server packet that came at
+    least a round trip after the round began (half the fastest login answer, at least
+    1 ms). OpenSSH's sshd sends its post-login notices (EXT_INFO, hostkeys-00) unasked,
+    right after USERAUTH_SUCCESS: they reach the gateway within that time of the
+    client's first request, however many segments they take and however late a loaded
+    client sends its second request of the same round.
     """
-    rounds, start, server_pkts = 0, None, 0
+    rounds, start, answered = 0, None, False
     later = max(_ROUND_MIN, fastest / 2)
     for ts, d, _ in burst:
         if d == 1:
-            server_pkts += 1
-        elif start is None or server_pkts >= 2 or (server_pkts == 1 and ts - start >= later):
+            answered = answered or (start is not None and ts - start >= later)
+        elif start is None or answered:
             rounds += 1
-            start, server_pkts = ts, 0
+            start, answered = ts, False
     return rounds
 
 

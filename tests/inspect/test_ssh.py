@@ -364,6 +364,9 @@ SESSION_OPEN = ">112 <412 <44@70 >112@70.2 <72@71 >36@71.1"   # open session; no
 N_L_OPEN = ">60 <264 <148@70"                # no-more-sessions; notices: then quiet
 N_R_OPEN = ">128 <412 <28"                   # tcpip-forward + no-more-sessions; notices; REQUEST_SUCCESS
 N_R_SPLIT = ">68@24.1 <412@24.3 >60@24.4 <28@24.5"   # the same, the client's two requests around the notices
+N_R_SPLIT_2 = ">68@24.1 <264@24.3 <148@24.4 >60@24.6 <28@24.7"   # around notices in two segments
+N_R_SLOW = ">68@24.1 <412@24.2 >60@26.5 <28@26.6"     # a loaded client: its second request 2.4 ms later
+SESSION_OPEN_2 = ">112@24.1 <264@24.3 <148@24.4 <44@66 >112@66.2 <72@67 >36@67.1"   # notices in two segments
 FORWARDED = "<92 >44 <44 >44 <44 >44 >36 <72 >36"    # server opens forwarded-tcpip, echo, close
 DIRECT = ">92 <44 >44 <44 >44 <44 >36 <72 >36"       # client opens direct-tcpip, echo, close
 
@@ -389,10 +392,15 @@ def test_tunnel_only_shapes_from_transcripts():
     rev = tunnel_of(transcript(LOGIN + " " + N_R_OPEN, FORWARDED, FORWARDED))
     assert rev["server_opened"] == 2 and rev["client_opened"] == 0 and rev["login_rounds"] == 1
     assert tunnel_of(transcript(LOGIN + " " + N_R_SPLIT, FORWARDED))["server_opened"] == 1
+    # sshd's notices come unasked, before any answer could: however many segments they
+    # take, and however late the client's second request, they do not end the round
+    assert tunnel_of(transcript(LOGIN + " " + N_R_SPLIT_2, FORWARDED))["server_opened"] == 1
+    assert tunnel_of(transcript(LOGIN + " " + N_R_SLOW, FORWARDED))["login_rounds"] == 1
     local = tunnel_of(transcript(LOGIN + " " + N_L_OPEN, DIRECT))
     assert local["client_opened"] == 1 and local["server_opened"] == 0
     # a session opens its channel in two client rounds: never tunnel-only, whatever follows
     assert tunnel_of(transcript(LOGIN + " " + SESSION_OPEN, FORWARDED, DIRECT)) is None
+    assert tunnel_of(transcript(LOGIN + " " + SESSION_OPEN_2, FORWARDED, DIRECT)) is None
     # also from a server that sends no post-login notices (one answer, but a round trip later)
     assert tunnel_of(transcript(LOGIN + " >52 <44@30 >112@30.1 <72@31", FORWARDED)) is None
     # -N without any forwarded connection, or with only keepalives (27-byte requests): nothing to show
