@@ -8,6 +8,9 @@ in the same run:
 
 - bulk TCP throughput (one connection, sbx -> ext): baseline / egress (fast path on) /
   egress with every packet queued (--no-fast-path);
+- bulk TCP download (one connection, ext -> sbx, after a one-line request): the client's
+  side of a download stays inspected (egress.inspect.stage, ONEWAY), the server's data
+  passes in the kernel;
 - latency: TCP ping-pong of 1-byte messages on one connection; egress with every packet
   queued, so each round trip crosses the queue twice: added latency per queued packet =
   (RTT - baseline RTT) / 2, p50 and p99;
@@ -82,7 +85,18 @@ while time.time() < end:
         c, _ = s.accept()
     except socket.timeout:
         continue
-    if mode == "sink":
+    if mode == "source":
+        def source(c):
+            buf = b"\0" * (1 << 20)
+            try:
+                c.recv(4096)
+                while True:
+                    c.sendall(buf)
+            except OSError:
+                pass
+            c.close()
+        threading.Thread(target=source, args=(c,), daemon=True).start()
+    elif mode == "sink":
         def sink(c):
             while c.recv(1 << 20):
                 pass
@@ -112,6 +126,18 @@ s = socket.create_connection((host, port), timeout=5)
 buf = b"\0" * (1 << 20); n = 0; t = time.time()
 while time.time() - t < seconds:
     s.sendall(buf); n += len(buf)
+el = time.time() - t; s.close()
+print(n * 8 / el / 1e9)
+"""
+
+DOWNLOAD = r"""
+import socket, sys, time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.create_connection((host, port), timeout=5)
+s.sendall(b"GET /big HTTP/1.1\r\nHost: files.example\r\n\r\n")
+n = 0; t = time.time()
+while time.time() - t < seconds:
+    n += len(s.recv(1 << 20))
 el = time.time() - t; s.close()
 print(n * 8 / el / 1e9)
 """
@@ -262,6 +288,9 @@ class Bench:
     def bulk(self) -> float:
         return float(self.sbx(BULK, self.ext, self.server("sink"), self.seconds))
 
+    def download(self) -> float:
+        return float(self.sbx(DOWNLOAD, self.ext, self.server("source"), self.seconds))
+
     def bulk_with_rate(self) -> tuple[float, float]:
         before = self.queue_stats()["seq"]
         t = time.time()
@@ -383,8 +412,8 @@ def main() -> int:
             b.rules(True); egress = b.conns(2, 8, HTTP_REQUEST, args.long)
             return {"baseline": base, "egress": egress, "egress_user_sys_us": b.last_cpu_split}
 
-        def bulk_rounds(key: str) -> None:
-            base, fast = alternating(b.bulk)
+        def bulk_rounds(key: str, measure=None) -> None:
+            base, fast = alternating(measure or b.bulk)
             results[key] = {"baseline": med(base), "egress": med(fast), "rounds": {"baseline": base, "egress": fast}}
 
         def conn_rounds(key: str) -> None:
@@ -450,6 +479,7 @@ def main() -> int:
             print("egress without rules or model (fast path) against the baseline, alternating ...", file=sys.stderr)
             b.start_egress()
             bulk_rounds("bulk_plain")
+            bulk_rounds("download_plain", b.download)
             conn_rounds("conns_plain")
             b.rules(False); results["flood_base"] = b.flood()
             b.rules(True); results["flood_closed"] = b.flood()
@@ -464,6 +494,7 @@ def main() -> int:
                 print("bench_live: the model run could not start: %s" % results["model_error"], file=sys.stderr)
             else:
                 bulk_rounds("bulk_model")
+                bulk_rounds("download_model", b.download)
                 conn_rounds("conns_model")
                 if args.long > 0:
                     results["conns_model_long"] = {"HTTP GET, 2 clients x 8 in flight, %g s" % args.long: long_run()}
@@ -545,6 +576,14 @@ def report(r: dict, args) -> str:
             continue
         x = r[key]
         lines.append("| bulk TCP, Gbit/s, fast path, %s (median of %d alternating rounds) | %.2f | %.2f | %.0f %% |"
+                     % (name, args.rounds, x["baseline"], x["egress"], 100 * x["egress"] / x["baseline"]))
+    for key, name in (("download_plain", "no rules, no model"),
+                      ("download_model", "rules/default.yaml + models/default")):
+        if key not in r:
+            continue
+        x = r[key]
+        lines.append("| bulk TCP download, Gbit/s, ONEWAY (client's side inspected), %s (median of %d alternating "
+                     "rounds) | %.2f | %.2f | %.0f %% |"
                      % (name, args.rounds, x["baseline"], x["egress"], 100 * x["egress"] / x["baseline"]))
     for key, name in (("queued", ""), ("queued_busy", ", --busy-poll %g" % args.busy_poll)):
         if key not in r:

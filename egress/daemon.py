@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 
 from egress.config import EngineConfig, Timeouts
 from egress.drivers.enforce import ACTION_MARKS, ConntrackMarker
-from egress.drivers.iptables import MARK_ALLOW, Iptables, RuleSpec
+from egress.drivers.iptables import MARK_ALLOW, MARK_MASK, MARK_ONEWAY, MARK_ONEWAY_WATCH, Iptables, RuleSpec
 from egress.drivers.nflog import DEFAULT_WATCH_GROUP, NflogReader
 from egress.drivers.nfqueue import QueueDriver
 from egress.gc_schedule import FullCollections
@@ -50,6 +50,9 @@ log = logging.getLogger("egress.daemon")
 
 class StartupError(RuntimeError):
     """Bad configuration or input file: reported as one line, exit code 2."""
+
+
+_KERNEL_PATHED = (MARK_ALLOW, MARK_ONEWAY, MARK_ONEWAY_WATCH)   # connmarks whose packets pass unseen
 
 
 @dataclass
@@ -230,12 +233,13 @@ class Daemon:
 
     def _hold_fast_pathed(self, flows, now: float) -> list:
         """FlowTable.hold: a flow idle past its timeout whose connection takes the ALLOW
-        fast path (the engine sees none of its packets) stays in the table until the
-        tick has asked conntrack about it (check_held): while the connection is open, a
+        fast path (the engine sees none of its packets), or the ONEWAY one (none of the
+        server's: a download whose client is quiet), stays in the table until the tick
+        has asked conntrack about it (check_held): while the connection is open, a
         reload that now blocks it must find it to revoke it."""
         kept = []
         for flow in flows:
-            if flow.kernel_mark == MARK_ALLOW:
+            if flow.kernel_mark & MARK_MASK in _KERNEL_PATHED:
                 kept.append(flow)
                 self._held[flow.key] = flow
         return kept

@@ -211,7 +211,7 @@ class Engine:
             flow.packets_allowed += 1
             self.counters[_VERDICT_ALLOW] += 1
         if flow.inspecting:
-            return Decision(action, verdict, flow)
+            return Decision(action, verdict, flow, oneway=flow.oneway)
         if flow.fin_seq is not None:
             # Closing: its packets stay in the queue, where data after a FIN (the sign of
             # a FIN the receiver did not take) is caught; a flow that really closed sends
@@ -307,7 +307,8 @@ class Engine:
         sizes = flow.sizes
         self.inspect.start(flow)
         flow.sizes = sizes
-        flow.payload_packets = 0
+        flow.payload_packets = flow.payload_packets_toclient = 0
+        flow.oneway = False
         flow.verdict_dirty = True
 
     def swap_classifier(self, classifier: Any) -> None:
@@ -323,6 +324,7 @@ class Engine:
         out["flows.active"] = len(self.table)
         out["flows.evicted"] = self.table.evicted
         out["flows.held"] = self.table.held
+        out["flows.oneway"] = self.inspect.oneway_flows
         for name, count in self.inspect.errors.items():
             out["inspect.errors." + name] = count
         return out

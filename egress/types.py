@@ -203,19 +203,24 @@ class Decision:
     IP); `verdict` is the flow's current verdict; `offload` says the flow is decided
     for good and may take the kernel fast path; `watch` says the flow is allowed and
     needs no more inline verdicts, but the engine must still see its packets (the
-    classifier has checkpoints to come), so the kernel may pass them and send copies.
+    classifier has checkpoints to come), so the kernel may pass them and send copies;
+    `oneway` says the flow is still inspected, but on the client's side only (its
+    server side is spent, egress.inspect.stage): the server's packets but FIN, SYN and
+    RST change nothing in the engine but the classifier's features.
     """
-    __slots__ = ("action", "verdict", "flow", "offload", "revoked", "watch")
+    __slots__ = ("action", "verdict", "flow", "offload", "revoked", "watch", "oneway")
 
     def __init__(self, action: Action, verdict: Verdict, flow: Any = None, offload: bool = False,
-                 revoked: bool = False, watch: bool = False):
+                 revoked: bool = False, watch: bool = False, oneway: bool = False):
         self.action = action
         self.verdict = verdict
         self.flow = flow
         self.offload = offload
         self.revoked = revoked
         self.watch = watch
+        self.oneway = oneway
 
     def __repr__(self) -> str:
-        return "Decision(%s, rule=%s, offload=%s%s)" % (self.action.value, self.verdict.rule, self.offload,
-                                                       ", watch" if self.watch else "")
+        return "Decision(%s, rule=%s, offload=%s%s%s)" % (self.action.value, self.verdict.rule, self.offload,
+                                                         ", watch" if self.watch else "",
+                                                         ", oneway" if self.oneway else "")

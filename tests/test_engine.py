@@ -462,3 +462,95 @@ def test_bare_acks_of_no_known_flow_are_judged_like_any_flow():
     decisions = run(packets, engine)
     assert [d.action for d in decisions] == [Action.DROP] * 3
     assert engine.counters["flows"] == 1 and engine.counters["packets.pure_ack"] == 2
+
+
+# -- the server cannot end the inspection of the client by talking (ONEWAY) ---------------
+
+SUBMIT = b'{"id":4,"method":"mining.submit","params":["w","1","00","5f5e1000","12345678"]}\n'
+
+
+def pool_with_a_banner(banner_packets, port=41000, t0=1_700_000_000.0):
+    """A pool that talks first (a banner of the attacker's choice), then the miner's login."""
+    s = craft.TcpSession((CLIENT[0], port), SERVER, t0=t0).handshake()
+    for chunk in banner_packets:
+        s.send(False, chunk)
+    s.send(True, LOGIN)
+    s.send(False, b'{"id":1,"result":[[],"08000002",4],"error":null}\n')
+    s.send(True, SUBMIT)
+    return s.close().packets
+
+
+def default_engine(repo_root, **kwargs):
+    from egress.policy import load_policy_engine
+    return Engine(policy=load_policy_engine([str(repo_root / "rules" / "default.yaml")]), **kwargs)
+
+
+def test_a_pool_cannot_hide_the_miners_login_behind_a_long_banner(repo_root):
+    """8 KiB of banner, or 120 small packets: the server's side is spent, the client's is
+    still read (before, either ended all inspection and the login passed as unknown)."""
+    for banner in ([b"Welcome to the pool! " * 400], [b"motd %03d\n" % i for i in range(120)]):
+        engine = default_engine(repo_root)
+        packets = pool_with_a_banner(banner)
+        decisions = run(packets, engine)
+        login = next(i for i, (_, p) in enumerate(packets) if LOGIN in p)
+        assert decisions[login - 1].oneway and not decisions[login - 1].offload
+        assert decisions[login].action is Action.DROP and decisions[login].verdict.rule == "block-mining"
+        assert "mining" in decisions[login].flow.categories()
+        assert engine.stats()["flows.oneway"] == 1
+
+
+def test_a_download_stays_inspected_on_the_client_side_only(repo_root):
+    """A keep-alive download: once the server's side is spent, its data changes nothing in
+    the engine; the client's next request is still inspected."""
+    engine = default_engine(repo_root)
+    s = craft.TcpSession(CLIENT, ("10.200.1.2", 80)).handshake()
+    s.send(True, b"GET /big HTTP/1.1\r\nHost: files.example\r\n\r\n")
+    s.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: 30000\r\n\r\n" + b"z" * 30000)
+    decisions = run(s.packets, engine)
+    flow = decisions[-1].flow
+    assert decisions[-1].oneway and flow.inspecting and flow.streams[1].done
+    sizes = list(flow.sizes)
+    s.packets.clear()
+    s.send(False, b"z" * 5000)                          # more of the download: nothing moves
+    decisions = run(s.packets, engine)
+    assert flow.sizes == sizes and decisions[-1].oneway
+    s.packets.clear()
+    s.send(True, LOGIN)                                # the client's side is still read
+    decisions = run(s.packets, engine)
+    assert decisions[0].action is Action.DROP and "mining" in flow.categories()
+
+
+def test_oneway_live_without_the_servers_packets_equals_replay_with_them(repo_root):
+    """Live, a ONEWAY flow's server packets (but FIN, SYN and RST) pass in the kernel
+    unseen: the engine must give the same verdicts and alerts without them."""
+    from egress.types import FIN, RST, SYN
+    mining = pool_with_a_banner([b"Welcome to the pool! " * 400], port=41001)
+    s = craft.TcpSession((CLIENT[0], 41002), ("10.200.1.2", 80), t0=mining[-1][0] + 1).handshake()
+    for _ in range(3):
+        s.send(True, b"GET /big HTTP/1.1\r\nHost: files.example\r\n\r\n")
+        s.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: 12000\r\n\r\n" + b"z" * 12000)
+    packets = sorted(mining + s.close().packets)
+
+    engine = default_engine(repo_root)
+    replayed = run(packets, engine)
+    engine.flush()
+    events = engine.drain_events()
+    keep, oneway = [], set()         # flows whose decision said oneway before this packet
+    for (ts, p), d in zip(packets, replayed):
+        pkt = decode(RawPacket(ts, p, 101, len(p)))
+        from_server = pkt.sport in (SERVER[1], 80)
+        if id(d.flow) in oneway and from_server and not pkt.flags & (FIN | RST | SYN):
+            continue
+        if d.oneway:
+            oneway.add(id(d.flow))
+        keep.append(((ts, p), d))
+    assert len(keep) < len(packets) - 10
+    live_engine = default_engine(repo_root)
+    live = run([tp for tp, _ in keep], live_engine)
+    live_engine.flush()
+    live_events = live_engine.drain_events()
+    assert [(d.action, d.verdict.rule) for d in live] == [(d.action, d.verdict.rule) for _, d in keep]
+    strip = lambda evs: [(e["event_type"], e.get("verdict"), e.get("app_proto"),
+                          [x["signature"] for x in e.get("detections", [])]) for e in evs]
+    assert strip(live_events) == strip(events) and any(e["event_type"] == "alert" for e in live_events)
+    assert len(oneway) == 2

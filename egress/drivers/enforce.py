@@ -21,7 +21,8 @@ can still revoke it, for as long as its connection lives (egress.daemon).
 Guarantees: `ConntrackMarker.set_mark` never raises; it returns whether the kernel
 accepted the change and counts it: `revoked` / `revoke_failed` for a block,
 `released` / `release_failed` for an allow, `requeued` / `requeue_failed` for a
-connection sent back to the queue; failed e.g. when the connection is gone.
+connection sent back to the queue, `unwatched` / `unwatch_failed` for the end of a
+ONEWAY flow's copies; failed e.g. when the connection is gone.
 """
 from __future__ import annotations
 
@@ -29,10 +30,12 @@ import errno
 import socket
 import threading
 
-from egress.drivers.iptables import MARK_ALLOW, MARK_DROP, MARK_MASK, MARK_REJECT, MARK_REQUEUE
+from egress.drivers.iptables import MARK_ALLOW, MARK_DROP, MARK_MASK, MARK_ONEWAY, MARK_REJECT, MARK_REQUEUE
 from egress.types import PROTO_ICMP, PROTO_ICMPV6, Action, ip_text
 
 ACTION_MARKS = {Action.ALLOW: MARK_ALLOW, Action.DROP: MARK_DROP, Action.REJECT: MARK_REJECT}
+_FAILED = {"revoked": "revoke_failed", "released": "release_failed", "requeued": "requeue_failed",
+           "unwatched": "unwatch_failed"}
 _TCP_DONE = (7, 8)       # conntrack's TCP_CONNTRACK_TIME_WAIT, TCP_CONNTRACK_CLOSE
 
 
@@ -51,7 +54,8 @@ class ConntrackMarker:
         self._sockets: dict[int, object] = {}
         self._lock = threading.Lock()
         self.counters = {"revoked": 0, "revoke_failed": 0, "released": 0, "release_failed": 0,
-                         "requeued": 0, "requeue_failed": 0, "lookup_failed": 0}
+                         "requeued": 0, "requeue_failed": 0, "unwatched": 0, "unwatch_failed": 0,
+                         "lookup_failed": 0}
         self.last_error = ""
 
     def _socket(self, family: int):
@@ -78,6 +82,11 @@ class ConntrackMarker:
         """Replace the verdict bits with one no rule matches: the connection's next packets
         go to the queue again. (Not 0: pyroute2 leaves a zero mark out of the request.)"""
         return self._write(flow, MARK_REQUEUE, "requeued")
+
+    def unwatch(self, flow) -> bool:
+        """ONEWAY_WATCH -> ONEWAY: the classifier is done with a flow still inspected on
+        its client's side; its server's packets pass without copies from now."""
+        return self._write(flow, MARK_ONEWAY, "unwatched")
 
     def connection_state(self, flow) -> str:
         """What conntrack knows of the flow's connection: "open", "closed" (TCP in
@@ -110,9 +119,10 @@ class ConntrackMarker:
         return "closed" if state in _TCP_DONE else "open"
 
     def _write(self, flow, mark: int, outcome: str) -> bool:
+        failed = _FAILED[outcome]
         if flow is None or flow.proto in (PROTO_ICMP, PROTO_ICMPV6):
             # ICMP conntrack tuples key on the echo id, which the flow does not keep.
-            self.counters[outcome[:-1] + "_failed"] += 1
+            self.counters[failed] += 1
             return False
         from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
         t = flow_tuple(flow)
@@ -121,7 +131,7 @@ class ConntrackMarker:
                 self._socket(t["family"]).entry("set", mark=mark, mark_mask=MARK_MASK,
                                                 tuple_orig=NFCTAttrTuple(**t))
         except Exception as exc:   # gone already, no permission, ...: counted, never fatal
-            self.counters[outcome[:-1] + "_failed"] += 1
+            self.counters[failed] += 1
             self.last_error = "%s: %s" % (type(exc).__name__, exc)
             return False
         self.counters[outcome] += 1

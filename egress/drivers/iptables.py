@@ -20,6 +20,10 @@ or EGRESS-OUT (sidecar: jumped to from OUTPUT and INPUT, loopback excepted)::
                                                                  see below)
     w -m connmark --mark WATCH|SLOT   -j NFLOG --nflog-group G+SLOT  (allowed, still watched
     w -m connmark --mark WATCH/MASK   -j ACCEPT                  by the classifier: a copy)
+    o -p tcp --tcp-flags FIN,SYN,RST NONE -m conntrack --ctdir REPLY
+      -m connmark --mark ONEWAY(_WATCH) -j [NFLOG, then] ACCEPT  (the server's side of a flow
+                                                                 inspected on the client's
+                                                                 side only; see below)
     6 -m mark --mark ALLOW/MASK       -j ACCEPT                 (the verdict mark itself, for
     7 -m mark --mark DROP/MASK        -j DROP                    untracked packets)
     8 -p tcp -m mark --mark REJECT*   -j REJECT --reject-with tcp-reset
@@ -44,6 +48,15 @@ group of the worker that owns the flow (the SLOT bits of the mark; see
 egress.drivers.nflog); the daemon later rewrites the connmark to ALLOW when the
 classifier is done, or to DROP/REJECT when a checkpoint blocks the flow. (A WATCH
 verdict mark on an untracked packet is accepted like ALLOW, between rules 6 and 7.)
+
+ONEWAY (rules o, egress.inspect.stage): a TCP flow whose server side spent its
+inspection budget first (8 KiB, or 96 payload packets) while the client's side is
+still inspected: a pool that sends a long banner so that the miner's login comes after
+the depth. The client's packets stay queued, so its login is still judged inline; the
+server's (a download's data) pass in the kernel, with copies for the classifier under
+ONEWAY_WATCH. Before it, a server could end the inspection of both sides by talking.
+The client's packet that made its flow ONEWAY passes by its verdict mark (beside rule
+6); the client's later packets reach the queue again, in their slot.
 
 INVALID (rule 0, both families, counted by the rule: `iptables -L EGRESS-FWD -v`): a
 packet conntrack cannot place in a connection (out of the receiver's window, bad
@@ -112,6 +125,8 @@ MARK_ALLOW = 0x09000000
 MARK_DROP = 0x0A000000
 MARK_REJECT = 0x0B000000
 MARK_WATCH = 0x0C000000
+MARK_ONEWAY = 0x0D000000        # still inspected on the client's side only: the server's packets pass
+MARK_ONEWAY_WATCH = 0x0E000000  # the same, and the server's packets are copied to the watch group
 MARK_REQUEUE = 0x01000000       # a connmark no rule matches: the connection is queued again
 MARK_REJECT_ONCE = 0x03000000
 MARK_SYN_SEEN = 0x00080000      # connmark: the connection's SYN went through our chain (see PURE ACKs)
@@ -222,10 +237,15 @@ def chain_rules(spec: RuleSpec, family: int) -> list[str]:
         "-p tcp --tcp-flags %s ACK -m connmark --mark 0x%x/0x%x %s -j %s"
         % (_TCP_FLAGS, MARK_SYN_SEEN, MARK_SYN_SEEN, _tag(), spec.ack_chain),
         *watch_rules(spec),
+        *oneway_rules(spec),
         # The verdict mark itself, for packets conntrack does not track (IPv6 neighbour
         # discovery in a sidecar): without these they would be queued again forever.
+        # And for the packet that made its flow ONEWAY when it is the client's: its
+        # connection's later packets from the client are queued again.
         "-m mark --mark 0x%x/%s %s -j ACCEPT" % (MARK_ALLOW, m, _tag()),
         "-m mark --mark 0x%x/%s %s -j ACCEPT" % (MARK_WATCH, m, _tag()),
+        "-m mark --mark 0x%x/%s %s -j ACCEPT" % (MARK_ONEWAY, m, _tag()),
+        "-m mark --mark 0x%x/%s %s -j ACCEPT" % (MARK_ONEWAY_WATCH, m, _tag()),
         "-m mark --mark 0x%x/%s %s -j DROP" % (MARK_DROP, m, _tag()),
         "-p tcp -m mark --mark 0x%x/0x%x %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT_ONCE, REJECT_BITS, _tag()),
         "-m mark --mark 0x%x/0x%x %s -j REJECT --reject-with %s" % (MARK_REJECT_ONCE, REJECT_BITS, _tag(), unreach),
@@ -289,6 +309,30 @@ def watch_rules(spec: RuleSpec) -> list[str]:
              % (watch_mark(slot), OWNED_BITS, MARK_SAVE, MARK_SAVE, _tag(), spec.watch_group + slot)
              for slot in range(spec.watch_slots)]
     return rules + ["-m connmark --mark 0x%x/0x%x %s -j ACCEPT" % (MARK_WATCH, MARK_MASK, _tag())]
+
+
+def oneway_mark(slot: int, watched: bool) -> int:
+    return (MARK_ONEWAY_WATCH if watched else MARK_ONEWAY) | slot_bits(slot)
+
+
+_SERVER_SIDE = "-p tcp --tcp-flags FIN,SYN,RST NONE -m conntrack --ctdir REPLY"
+
+
+def oneway_rules(spec: RuleSpec) -> list[str]:
+    """ONEWAY flows (egress.inspect.stage: the server's side is spent, the client's is
+    still inspected): the server's packets pass, but FIN, SYN and RST, which the engine
+    must see to know the connection's end; the client's go on to the queue (its slot is
+    in the mark). ONEWAY_WATCH also copies the passed packets to the worker's NFLOG group
+    while the classifier watches, as for WATCH. The server's side is conntrack's REPLY
+    direction: the driver gives these marks only to flows whose client the engine knows
+    from the handshake, and that is conntrack's ORIGINAL direction."""
+    rules = []
+    if spec.watch_group is not None:
+        rules += ["%s -m connmark --mark 0x%x/0x%x -m mark ! --mark 0x%x/0x%x %s -j NFLOG --nflog-group %d"
+                  % (_SERVER_SIDE, oneway_mark(slot, True), OWNED_BITS, MARK_SAVE, MARK_SAVE, _tag(),
+                     spec.watch_group + slot) for slot in range(spec.watch_slots)]
+    return rules + ["%s -m connmark --mark 0x%x/0x%x %s -j ACCEPT" % (_SERVER_SIDE, mark, MARK_MASK, _tag())
+                    for mark in (MARK_ONEWAY_WATCH, MARK_ONEWAY)]
 
 
 def hook_rules(spec: RuleSpec, family: int) -> list[tuple[str, str]]:

@@ -15,6 +15,11 @@ linktype 101), `engine.process`, then one verdict:
                               back on the NFLOG group (egress.drivers.nflog); the engine sees
                               them as before, and when it blocks the flow or is done with it,
                               the driver rewrites the connmark (DROP/REJECT, or ALLOW)
+- allow, oneway            -> mark ONEWAY|slot (ONEWAY_WATCH|slot while the classifier
+                              watches and there is a watch reader) + NF_REPEAT, once: the
+                              server's packets pass in the kernel (copied for the watch),
+                              the client's are still queued; a TCP flow whose client the
+                              engine knows from the handshake only (conntrack's ORIGINAL)
 
 Reject is done by the kernel rather than by crafting RST/ICMP on a raw socket: the kernel
 gets sequence numbers, IPv6, checksums and ICMP rate limits right, and nothing here has
@@ -58,8 +63,8 @@ import socket
 import struct
 import time
 
-from egress.drivers.iptables import (MARK_ALLOW, MARK_DROP, MARK_REJECT, MARK_REJECT_ONCE, OWNED_BITS,
-                                     watch_mark)
+from egress.drivers.iptables import (MARK_ALLOW, MARK_DROP, MARK_MASK, MARK_ONEWAY, MARK_ONEWAY_WATCH,
+                                     MARK_REJECT, MARK_REJECT_ONCE, OWNED_BITS, oneway_mark, watch_mark)
 from egress.types import Action, RawPacket
 
 log = logging.getLogger("egress.daemon.watch")
@@ -169,6 +174,7 @@ class QueueDriver:
         # marker that ends a watch (ALLOW) or revokes the flow (DROP/REJECT).
         self.watch = watch if fast_path else None
         self.watch_mark = watch_mark(watch_slot)
+        self.oneway_marks = (oneway_mark(watch_slot, False), oneway_mark(watch_slot, True))
         self.marker = marker
         self.verdict_batch = max(1, int(verdict_batch))
         self.bindings: list = []
@@ -179,7 +185,7 @@ class QueueDriver:
         self.counters = {"packets": 0, "exceptions": 0, "verdict_errors": 0, "offloaded": 0,
                          "accept": 0, "drop": 0, "reject": 0, "watched": 0, "watch_packets": 0,
                          "watch_exceptions": 0, "watch_ended": 0, "watch_revoked": 0,
-                         "watch_requeued": 0}
+                         "watch_requeued": 0, "oneway": 0, "oneway_unwatched": 0}
         self._ifnames: dict[int, str | None] = {}   # ifindex -> name (interfaces rarely change)
 
     # -- binding ------------------------------------------------------------------
@@ -331,7 +337,8 @@ class QueueDriver:
         try:
             if out is None:     # called outside a read (tests, in-process benchmarks)
                 self._verdict(pkt, decision, action, _PacketVerdicts(pkt))
-            elif decision is not None and action is _ALLOW and not decision.offload and not decision.watch:
+            elif (decision is not None and action is _ALLOW and not decision.offload and not decision.watch
+                  and not decision.oneway):
                 # The common verdict, as _verdict gives it (its last branch), without the call.
                 self.counters["accept"] += 1
                 out.add(pkt.id, NF_ACCEPT)
@@ -367,6 +374,10 @@ class QueueDriver:
             counters["accept"] += 1
             decision.flow.kernel_mark = self.watch_mark
             out.add_marked(pkt.id, NF_REPEAT, (pkt.get_mark() & ~OWNED_BITS) | self.watch_mark)
+        elif action is _ALLOW and decision is not None and decision.oneway and self._oneway_mark(decision.flow):
+            counters["oneway"] += 1
+            counters["accept"] += 1
+            out.add_marked(pkt.id, NF_REPEAT, (pkt.get_mark() & ~OWNED_BITS) | decision.flow.kernel_mark)
         elif action is _ALLOW:
             counters["accept"] += 1
             out.add(pkt.id, NF_ACCEPT)
@@ -376,6 +387,19 @@ class QueueDriver:
         else:
             counters["reject"] += 1
             out.add_marked(pkt.id, NF_REPEAT, (pkt.get_mark() & ~OWNED_BITS) | MARK_REJECT_ONCE)
+
+    def _oneway_mark(self, flow) -> bool:
+        """Whether a oneway flow's connmark must change now (set as flow.kernel_mark):
+        to ONEWAY_WATCH while the classifier watches and copies can come back, else to
+        ONEWAY. Only a TCP flow whose client the engine knows from the handshake: the
+        rules pass conntrack's REPLY direction, which must be the server's."""
+        if not self.fast_path or flow is None or flow.initiator not in _HANDSHAKE:
+            return False
+        mark = self.oneway_marks[self.watch is not None and flow.features is not None]
+        if flow.kernel_mark == mark:
+            return False
+        flow.kernel_mark = mark
+        return True
 
     # -- the watch path -------------------------------------------------------------------
 
@@ -414,6 +438,13 @@ class QueueDriver:
                 continue
             elif decision.offload and flow.kernel_mark != _REQUEUED:
                 mark = MARK_ALLOW
+            elif decision.oneway and flow.features is None and flow.kernel_mark & MARK_MASK == MARK_ONEWAY_WATCH:
+                # the classifier is done: the server's packets pass without copies from now
+                flow.kernel_mark = (flow.kernel_mark & ~MARK_MASK) | MARK_ONEWAY
+                counters["oneway_unwatched"] += 1
+                if self.marker is not None:
+                    self.marker.unwatch(flow)
+                continue
             else:
                 continue
             if flow.kernel_mark == mark:
@@ -446,6 +477,7 @@ class _PacketVerdicts:
 
 _COUNTER = {Action.ALLOW: "accept", Action.DROP: "drop", Action.REJECT: "reject"}
 _REQUEUED = 1          # Flow.kernel_mark of a connection sent back to the queue (not a mark value)
+_HANDSHAKE = ("syn", "synack")    # Flow.initiator: the client is conntrack's ORIGINAL side
 
 
 def verdict_message(queue_num: int, packet_id: int, verdict: int, mark: int | None = None) -> bytes:

@@ -38,7 +38,8 @@ class Flow:
         # TCP state
         "state", "syn", "isn", "synack", "fin_toserver", "fin_toclient", "fin_seq", "rst", "end_reason",
         # inspection
-        "streams", "datagrams", "inspecting", "payload_packets", "app_proto", "facts", "detections", "anomalies",
+        "streams", "datagrams", "inspecting", "payload_packets", "payload_packets_toclient", "oneway",
+        "app_proto", "facts", "detections", "anomalies",
         # classification, policy
         "features", "ml", "verdict", "verdict_dirty", "packets_allowed", "alerted",
         # enforcement (the live driver's bookkeeping)
@@ -80,7 +81,9 @@ class Flow:
         self.streams: list | None = None    # [Reassembler toserver, Reassembler toclient] while inspecting
         self.datagrams: list | None = None  # first datagrams of a UDP flow while inspecting
         self.inspecting: list | None = None  # detectors still undecided for this flow
-        self.payload_packets = 0            # payload packets the detectors have been fed
+        self.payload_packets = 0            # the client's payload packets the detectors have been fed
+        self.payload_packets_toclient = 0   # the server's
+        self.oneway = False                 # the server's side is spent: only the client's is inspected
         self.app_proto: str | None = None
         self.facts: dict[str, Any] = {}
         self.detections: list = []

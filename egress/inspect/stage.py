@@ -11,6 +11,13 @@ Guarantees:
   or a detector waiting for a fact that never comes, must not keep a flow out of
   the kernel fast path); then its buffers are released, so inspection costs
   memory only while it can still change something.
+- On a TCP flow these budgets (bytes kept, payload packets) are the client's: the
+  server cannot end the inspection of the client's side by talking. A server side
+  that spends its own budget first (8 KiB of banner, 96 small packets: a pool that
+  wants the miner's login unseen) is closed for the detectors, its later packets
+  are ignored (but FIN and RST), and the flow is `oneway`: the live gateway queues
+  only the client's side (egress.drivers.iptables, ONEWAY). Datagram flows count
+  both directions together.
 - Detections are merged without duplicates (by category + signature), facts are
   merged (first value wins, so a later packet cannot overwrite what the policy
   already judged; list facts such as DNS answers grow instead, up to
@@ -75,6 +82,7 @@ class InspectStage:
         self.errors: Counter[str] = Counter()
         self._by_proto: dict[int, tuple[Detector, ...]] = {}
         self._by_proto_of: tuple[list, int] = (self.detectors, len(self.detectors))
+        self.oneway_flows = 0       # TCP flows whose server side was spent first (see _spend_server)
 
     def _wanted(self, proto: int) -> tuple[Detector, ...]:
         """The detectors of `self.detectors` that apply to IP protocol `proto`, in order.
@@ -108,13 +116,20 @@ class InspectStage:
         if not flow.inspecting:
             return False
         payload = pkt.payload
+        streams = flow.streams
+        if flow.oneway and direction != TO_SERVER and not pkt.flags & (FIN | RST):
+            # The server's side is spent (see _spend_server): nothing of it reaches the
+            # detectors any more, and live these packets pass in the kernel unseen.
+            return False
         if payload:
-            if flow.payload_packets >= self.config.max_inspect_packets:
-                return self.conclude(flow)
-            flow.payload_packets += 1
+            if direction == TO_SERVER or streams is None:
+                if flow.payload_packets >= self.config.max_inspect_packets:
+                    return self.conclude(flow)
+                flow.payload_packets += 1
+            else:
+                flow.payload_packets_toclient += 1
             if len(flow.sizes) < self.config.max_sizes:
                 flow.sizes.append((pkt.ts, direction, len(payload)))
-        streams = flow.streams
         if streams is not None:
             # _feed_stream, inlined: this runs for every packet of an inspected TCP flow
             stream = streams[direction]
@@ -122,6 +137,9 @@ class InspectStage:
             if flags & SYN:
                 stream.set_isn(pkt.seq)
             grew = stream.add(pkt.seq, payload, pkt.truncated) if payload else False
+            if direction != TO_SERVER and not flow.oneway and (
+                    stream.done or flow.payload_packets_toclient >= self.config.max_inspect_packets):
+                self._spend_server(flow, stream)
             if not grew and not flags & (FIN | RST):
                 return False
             # (a FIN or RST that added nothing: the direction ended, and detectors waiting
@@ -131,6 +149,19 @@ class InspectStage:
         if direction != TO_SERVER and streams is not None and self._server_side_news_only(flow):
             return False
         return self._run_detectors(flow)
+
+    def _spend_server(self, flow: Flow, stream: _Stream) -> None:
+        """The server's side of a TCP flow reached its budget (bytes kept, or payload
+        packets): the detectors have all of it they will ever get. Inspection goes on
+        for the client's side alone, to its own budget: the server (a pool, the
+        attacker's other half) cannot end the inspection of the client by talking, with
+        8 KiB of banner or 96 small packets. From here the view shows the server's
+        direction as closed, and the flow's Decisions say `oneway`: the live gateway
+        passes the server's packets in the kernel (all but FIN, SYN and RST) and queues
+        only the client's."""
+        flow.oneway = True
+        stream.done = True
+        self.oneway_flows += 1
 
     def _server_side_news_only(self, flow: Flow) -> bool:
         """True when a round now would give exactly what the last one gave, so it can be
@@ -150,7 +181,7 @@ class InspectStage:
             return False
         if closed_up and (down.done or (fin is not None and down.ends_at(fin[1]))):
             return False
-        seen = max(len(up.data), len(down.data))      # as _run_detectors counts it
+        seen = len(up.data)                           # as _run_detectors counts it
         if seen >= self.config.reassembly_budget:
             return False
         for detector in inspecting:
@@ -243,10 +274,15 @@ class InspectStage:
             up.shown = shown
         changed = False
         still: list[Detector] = []
-        # A detector whose budget exceeds what reassembly keeps is done when reassembly is.
-        seen = max(len(view.to_server), len(view.to_client))
-        if flow.streams is not None and seen >= self.config.reassembly_budget:
-            seen = 1 << 62
+        # A detector's byte budget is spent on the client's side of a TCP flow (the
+        # server's ends in _spend_server) and on the larger side of a datagram flow. A
+        # detector whose budget exceeds what reassembly keeps is done when reassembly is.
+        if flow.streams is not None:
+            seen = len(view.to_server)
+            if seen >= self.config.reassembly_budget:
+                seen = 1 << 62
+        else:
+            seen = max(len(view.to_server), len(view.to_client))
         # Both directions closed: every detector is done after this call (see _exhausted).
         both_closed = view.closed_to_server and view.closed_to_client
         for detector in flow.inspecting:

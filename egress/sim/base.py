@@ -247,14 +247,18 @@ class PoolServer:
     `address` after `start()`), tls (False, True for a fresh self-signed cert, or an
     SSLContext), websocket (serve WebSocket instead of raw lines), duration (seconds),
     max_messages (received, all sessions), max_clients, job_interval (seconds between
-    pushed jobs), seed (for reproducible job contents), record_path (JSON lines log).
+    pushed jobs), seed (for reproducible job contents), record_path (JSON lines log),
+    banner (bytes of "# ..." text lines sent on connect, before the protocol: a pool
+    that talks first so that the miner's login comes late in the connection; miners
+    skip lines they cannot decode).
     """
     protocol = "json-lines"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, tls: bool | ssl.SSLContext = False,
                  websocket: bool = False, duration: float = 30.0, max_messages: int = 10_000,
                  max_clients: int = 32, job_interval: float = 1.0, seed: int | None = None,
-                 record_path: str | None = None, tls_name: str = "pool.test"):
+                 record_path: str | None = None, tls_name: str = "pool.test", banner: int = 0):
+        self.banner = banner
         self.host = host
         self.port = port
         self.tls = tls
@@ -332,6 +336,8 @@ class PoolServer:
         session = Session(Channel(reader, writer, self.record, peer_text, "server" if self.websocket else None),
                           len(self.sessions))
         self.sessions.append(session)
+        if self.banner and not self.websocket:
+            writer.write(banner_lines(self.banner))
         pusher = asyncio.ensure_future(self._push_jobs(session))
         try:
             while not self._done.is_set():
@@ -362,6 +368,14 @@ class PoolServer:
             return
 
 
+def banner_lines(size: int) -> bytes:
+    """`size` bytes of message-of-the-day lines, none of them JSON."""
+    if size <= 0:
+        return b""
+    line = b"# pool message of the day: welcome, miners\n"
+    return (line * (size // len(line) + 1))[:size - 1] + b"\n"
+
+
 # --- Miner skeleton ---------------------------------------------------------------------------
 
 class MinerClient:
@@ -373,7 +387,8 @@ class MinerClient:
     max_messages (sent), share_interval (mean seconds between shares) and jitter (a
     fraction: each interval is drawn uniformly in interval*(1 +/- jitter)),
     periodic_interval (keepalive / hashrate reports), user, password, agent, seed,
-    record_path.
+    record_path, after_banner (bytes the pool sends first that the miner reads and
+    skips before its login: a pool's banner, let pass so that the login comes late).
     """
     default_user = "user"
     default_agent = "miner/1.0"
@@ -383,7 +398,9 @@ class MinerClient:
                  ws_path: str = "/", duration: float = 10.0, max_messages: int = 200,
                  share_interval: float = 1.0, jitter: float = 0.3, periodic_interval: float = 5.0,
                  user: str | None = None, password: str = "x", agent: str | None = None,
-                 seed: int | None = None, record_path: str | None = None, connect_timeout: float = 5.0):
+                 seed: int | None = None, record_path: str | None = None, connect_timeout: float = 5.0,
+                 after_banner: int = 0):
+        self.after_banner = after_banner
         self.host = host
         self.port = port
         self.tls = tls
@@ -462,6 +479,14 @@ class MinerClient:
             writer.close()
             self.record.close()
             return self.summary()
+        if self.after_banner and not self.websocket:
+            try:
+                await asyncio.wait_for(reader.readexactly(self.after_banner), self.connect_timeout)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+                self.error = "no %d-byte banner from the pool: %s" % (self.after_banner, exc.__class__.__name__)
+                writer.close()
+                self.record.close()
+                return self.summary()
         peer = "%s:%d" % (self.host, self.port)
         self.channel = Channel(reader, writer, self.record, peer, "client" if self.websocket else None)
         reading = asyncio.ensure_future(self._read_loop())
@@ -560,6 +585,8 @@ def cli(pool_cls: type, client_cls: type, argv: list[str] | None, default_port: 
     p.add_argument("--job-interval", type=float, default=1.0)
     p.add_argument("--max-clients", type=int, default=32)
     p.add_argument("--max-messages", type=int, default=10_000, help="received messages, all sessions")
+    p.add_argument("--banner", type=int, default=0, metavar="BYTES",
+                   help="send BYTES of text lines on connect, before the protocol")
     c = sub.add_parser("client", help="run an emulated miner")
     c.add_argument("--connect", required=True, help="HOST:PORT of the pool")
     c.add_argument("--sni", default=None, help="TLS server name (default: --tls-name)")
@@ -571,6 +598,8 @@ def cli(pool_cls: type, client_cls: type, argv: list[str] | None, default_port: 
     c.add_argument("--user", default=None)
     c.add_argument("--password", default="x")
     c.add_argument("--agent", default=None)
+    c.add_argument("--after-banner", type=int, default=0, metavar="BYTES",
+                   help="read and skip BYTES the pool sends first, then log in")
     for q in (p, c):
         q.add_argument("--tls", action="store_true", help="wrap in TLS (self-signed cert made at start)")
         q.add_argument("--tls-name", default="pool.test")
@@ -587,7 +616,8 @@ def cli(pool_cls: type, client_cls: type, argv: list[str] | None, default_port: 
     async def main() -> dict:
         if args.role == "pool":
             host, port = parse_hostport(args.listen, default_port)
-            pool = pool_cls(host, port, job_interval=args.job_interval, max_clients=args.max_clients, **common)
+            pool = pool_cls(host, port, job_interval=args.job_interval, max_clients=args.max_clients,
+                            banner=args.banner, **common)
             address = await pool.start()
             print(json.dumps({"event": "listening", "address": list(address)}), flush=True)
             await pool.wait()
@@ -596,7 +626,7 @@ def cli(pool_cls: type, client_cls: type, argv: list[str] | None, default_port: 
         client = client_cls(host, port, server_hostname=args.sni, ws_path=args.ws_path,
                             share_interval=args.share_interval, jitter=args.jitter,
                             periodic_interval=args.periodic_interval, user=args.user,
-                            password=args.password, agent=args.agent, **common)
+                            password=args.password, agent=args.agent, after_banner=args.after_banner, **common)
         return await client.run()
 
     try:

@@ -196,6 +196,8 @@ class FakeFlow:
     kernel_mark = 0
     last = 7.0
     bypassed = 0.0
+    initiator = "syn"
+    features = None
 
 
 class RecordingMarker:
@@ -208,6 +210,10 @@ class RecordingMarker:
 
     def requeue(self, flow):
         self.calls.append((flow, "requeue"))
+        return True
+
+    def unwatch(self, flow):
+        self.calls.append((flow, "unwatch"))
         return True
 
 
@@ -253,6 +259,60 @@ def test_watched_copies_revoke_a_blocked_flow_and_end_the_watch_once():
     assert drv.counters["watch_revoked"] == 1 and drv.counters["watch_ended"] == 1
     assert drv.counters["packets"] == 0                 # copies are not queued packets: no verdict
     assert engine.seen[0].wire_len == 1500              # the copy is cut; its size comes from the header
+
+
+def test_a_oneway_flow_is_marked_once_and_its_client_side_stays_queued():
+    from egress.drivers.iptables import OWNED_BITS, oneway_mark
+    flow = FakeFlow()
+    flow.features = object()                    # the classifier watches: the server's side is copied
+    oneway = lambda: Decision(Action.ALLOW, Verdict(), flow, oneway=True)
+    drv = QueueDriver(ScriptedEngine(oneway(), oneway(), oneway()), watch=FakeWatch(), watch_slot=2)
+    first, second, third = FakePacket(mark=0x5 | 0x00F00000), FakePacket(), FakePacket()
+    drv._on_packet(first)
+    assert first.verdicts == ["repeat"] and first.new_mark == oneway_mark(2, True) | 0x5
+    assert flow.kernel_mark == first.new_mark & OWNED_BITS
+    drv._on_packet(second)                      # the client's next packet: queued, judged, accepted
+    assert second.verdicts == ["accept"] and second.new_mark is None
+    flow.features = None                        # the classifier is done: no more copies
+    drv._on_packet(third)
+    assert third.verdicts == ["repeat"] and third.new_mark & OWNED_BITS == oneway_mark(2, False)
+    assert drv.counters["oneway"] == 2 and drv.counters["accept"] == 3
+
+
+def test_oneway_needs_the_fast_path_and_a_handshake_client():
+    for kwargs, initiator in (({"fast_path": False}, "syn"), ({}, "port"), ({}, "first")):
+        flow = FakeFlow()
+        flow.initiator = initiator
+        drv = QueueDriver(ScriptedEngine(Decision(Action.ALLOW, Verdict(), flow, oneway=True)), **kwargs)
+        pkt = FakePacket()
+        drv._on_packet(pkt)
+        assert pkt.verdicts == ["accept"] and pkt.new_mark is None and flow.kernel_mark == 0
+    # without a watch reader the server's side passes without copies
+    flow = FakeFlow()
+    flow.features = object()
+    drv = QueueDriver(ScriptedEngine(Decision(Action.ALLOW, Verdict(), flow, oneway=True)))
+    drv._on_packet(FakePacket())
+    from egress.drivers.iptables import MARK_MASK, MARK_ONEWAY
+    assert flow.kernel_mark & MARK_MASK == MARK_ONEWAY
+
+
+def test_copies_of_a_oneway_flow_end_when_the_classifier_is_done_and_a_block_revokes():
+    from egress.drivers.iptables import MARK_MASK, MARK_ONEWAY, oneway_mark
+    from egress.types import Mode
+    flow, other = FakeFlow(), FakeFlow()
+    flow.kernel_mark = other.kernel_mark = oneway_mark(0, True)
+    flow.features = object()
+    drop = Verdict(Action.DROP, Mode.ENFORCE, "classifier", ())
+    decisions = [Decision(Action.ALLOW, Verdict(), flow, oneway=True),     # still watched: nothing to do
+                 Decision(Action.ALLOW, Verdict(), other, oneway=True),    # done watching: copies end
+                 Decision(Action.ALLOW, Verdict(), other, oneway=True),    # (once)
+                 Decision(Action.DROP, drop, flow, offload=True, revoked=True)]
+    marker = RecordingMarker()
+    drv = QueueDriver(ScriptedEngine(*decisions), watch=FakeWatch(), marker=marker)
+    drv.on_watched([(1.0, bytes([0x45, 0, 0, 40]) + bytes(36), 0, 0)] * len(decisions))
+    assert marker.calls == [(other, "unwatch"), (flow, Action.DROP)]
+    assert other.kernel_mark & MARK_MASK == MARK_ONEWAY and drv.counters["oneway_unwatched"] == 1
+    assert drv.counters["watch_revoked"] == 1
 
 
 def test_copies_of_a_connection_the_engine_does_not_know_send_it_back_to_the_queue():

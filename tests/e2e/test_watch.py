@@ -130,12 +130,14 @@ def test_a_watched_conversation_ends_its_watch_on_the_fast_path_intact(lab, mode
     assert fast_path >= 800
 
 
-# A conversation that turns into mining after a pause (for the daemon's restart): 50
-# ordinary messages, a pause, one more, then a Stratum subscribe on the same connection.
+# A conversation that turns into mining after a pause (for the daemon's restart): 100
+# ordinary messages (past the 96 payload packets of the client's side that the detectors
+# read: the flow is then watched), a pause, one more, then a Stratum subscribe on the
+# same connection.
 TURNS_MINER = EXCHANGE + """
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-ok = sum(exchange(s, (b"%04d" % i) * 25) for i in range(50))
+ok = sum(exchange(s, (b"%04d" % i) * 25) for i in range(100))
 print("paused %d" % ok, flush=True)
 sys.stdin.readline()
 print("after %d" % exchange(s, b"hello again\\n"), flush=True)
@@ -160,7 +162,7 @@ def test_a_watched_connection_from_before_a_restart_is_inspected_again(lab, mode
     client = lab.topo.popen("sbx", [PY, "-c", TURNS_MINER, lab.ext4, "7302"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
-        assert client.stdout.readline().strip() == "paused 50"
+        assert client.stdout.readline().strip() == "paused 100"
         assert first.stop() == 0
         assert first.stats()["driver.watched"] >= 1
         second = Gateway(lab.topo, lab.workdir, rules=rules, extra=["--model", model], name="watch-after")

@@ -33,6 +33,8 @@ def _sessions():
         ([(True, GET), (False, OK_LONG[:3000]), (True, SUBSCRIBE), (False, OK_LONG[3000:9000])], False),
         ([(True, b"hello\n"), (False, b"x" * 5000), (False, b"y" * 4000), (True, SUBSCRIBE)], True),
         ([(True, b"\x16\x03\x01\x00"), (False, b"HTTP/1.1 200 OK\r\n\r\n" + b"q" * 9000)], False),
+        # past the reverse-shell detector's 4 KiB of the client's side: the backstop waits alone
+        ([(True, b"p" * 5000), (False, b"x" * 6000), (True, SUBSCRIBE)], True),
     ]):
         s = craft.TcpSession(("10.201.0.2", 41000 + i), ("10.201.9.9", 8080)).handshake()
         for from_client, data in script:

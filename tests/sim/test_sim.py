@@ -153,3 +153,22 @@ def test_stratum_v2_shape_session():
     engine.flush()
     flows = [e for e in engine.drain_events() if e["event_type"] == "flow"]
     assert [d["signature"] for d in flows[0]["detections"]] == ["stratum.v2.noise_handshake"]
+
+
+def test_a_pool_with_a_long_banner_still_gets_mined_and_the_login_is_still_found(repo_root):
+    """The pool talks first (9 KiB of text lines, past the detectors' depth); the miner
+    lets them pass before its login and mines; the engine, fed the session as packets,
+    still drops it (the server's side is spent, the client's is still read)."""
+    from egress.engine import Engine
+    from egress.policy import load_policy_engine
+    from egress.sim.session import to_packets
+    from egress.types import Action, RawPacket
+    s = run_session("stratum", duration=0.6, share_interval=0.05, seed=14, pool_kwargs={"banner": 9000},
+                    client_kwargs={"after_banner": 9000})
+    assert s.to_client.startswith(b"# pool message of the day") and len(s.to_client) > 9000
+    assert {"mining.subscribe", "mining.submit"} <= set(s.pool_methods)
+    assert "error" not in s.client_summary and s.client_summary["shares"] >= 3
+    engine = Engine(policy=load_policy_engine([str(repo_root / "rules" / "default.yaml")]))
+    decisions = [engine.process(RawPacket(ts, p, 101)) for ts, p in to_packets(s)]
+    assert any(d.oneway for d in decisions)
+    assert decisions[-1].action is Action.DROP and decisions[-1].verdict.rule == "block-mining"
