@@ -13,6 +13,11 @@ or EGRESS-OUT (sidecar: jumped to from OUTPUT and INPUT, loopback excepted)::
                                                                  reset, see reset_rules)
     4 -p tcp -m connmark --mark REJECT/MASK -j REJECT --reject-with tcp-reset
     5 -m connmark --mark REJECT/MASK  -j REJECT --reject-with icmp(6)-port-unreachable
+    o -p tcp -m connmark --mark ONEWAY/MASK
+      --tcp-flags FIN,SYN,RST NONE -m conntrack --ctdir REPLY
+                                      -j ACCEPT                 (the server's side of a flow
+                                                                 inspected on the client's
+                                                                 side only; see below)
     a -p tcp --syn                    -j CONNMARK --set-xmark SYN_SEEN
     b -p tcp --tcp-flags ALL ACK -m connmark --mark SYN_SEEN
                                       -j EGRESS-FWD-ACK          (pure ACKs: accepted there,
@@ -20,10 +25,8 @@ or EGRESS-OUT (sidecar: jumped to from OUTPUT and INPUT, loopback excepted)::
                                                                  see below)
     w -m connmark --mark WATCH|SLOT   -j NFLOG --nflog-group G+SLOT  (allowed, still watched
     w -m connmark --mark WATCH/MASK   -j ACCEPT                  by the classifier: a copy)
-    o -p tcp --tcp-flags FIN,SYN,RST NONE -m conntrack --ctdir REPLY
-      -m connmark --mark ONEWAY(_WATCH) -j [NFLOG, then] ACCEPT  (the server's side of a flow
-                                                                 inspected on the client's
-                                                                 side only; see below)
+    o -p tcp -m connmark --mark ONEWAY_WATCH|SLOT ... -j NFLOG --nflog-group G+SLOT
+    o -p tcp -m connmark --mark ONEWAY_WATCH/MASK ... -j ACCEPT  (the same, watched: a copy)
     6 -m mark --mark ALLOW/MASK       -j ACCEPT                 (the verdict mark itself, for
     7 -m mark --mark DROP/MASK        -j DROP                    untracked packets)
     8 -p tcp -m mark --mark REJECT*   -j REJECT --reject-with tcp-reset
@@ -55,6 +58,9 @@ still inspected: a pool that sends a long banner so that the miner's login comes
 the depth. The client's packets stay queued, so its login is still judged inline; the
 server's (a download's data) pass in the kernel, with copies for the classifier under
 ONEWAY_WATCH. Before it, a server could end the inspection of both sides by talking.
+The ONEWAY rule comes right after the fast path's, connmark first: after the pure-ACK
+and watch rules, every data packet of a download walked the pure-ACK chain's u32 tests
+first, and bench_live's download ran at 86 % of the baseline (see BENCHMARKS.md).
 The client's packet that made its flow ONEWAY passes by its verdict mark (beside rule
 6); the client's later packets reach the queue again, in their slot.
 
@@ -232,12 +238,13 @@ def chain_rules(spec: RuleSpec, family: int) -> list[str]:
         *reset_rules(spec, family),
         "-p tcp -m connmark --mark 0x%x/%s %s -j REJECT --reject-with tcp-reset" % (MARK_REJECT, m, _tag()),
         "-m connmark --mark 0x%x/%s %s -j REJECT --reject-with %s" % (MARK_REJECT, m, _tag(), unreach),
+        *oneway_rules(),
         # Before the watch rules: a watched flow's pure ACKs need no copy either.
         "-p tcp --syn %s -j CONNMARK --set-xmark 0x%x/0x%x" % (_tag(), MARK_SYN_SEEN, MARK_SYN_SEEN),
         "-p tcp --tcp-flags %s ACK -m connmark --mark 0x%x/0x%x %s -j %s"
         % (_TCP_FLAGS, MARK_SYN_SEEN, MARK_SYN_SEEN, _tag(), spec.ack_chain),
         *watch_rules(spec),
-        *oneway_rules(spec),
+        *oneway_watch_rules(spec),
         # The verdict mark itself, for packets conntrack does not track (IPv6 neighbour
         # discovery in a sidecar): without these they would be queued again forever.
         # And for the packet that made its flow ONEWAY when it is the client's: its
@@ -315,24 +322,31 @@ def oneway_mark(slot: int, watched: bool) -> int:
     return (MARK_ONEWAY_WATCH if watched else MARK_ONEWAY) | slot_bits(slot)
 
 
-_SERVER_SIDE = "-p tcp --tcp-flags FIN,SYN,RST NONE -m conntrack --ctdir REPLY"
+_SERVER_SIDE = "-m tcp --tcp-flags FIN,SYN,RST NONE -m conntrack --ctdir REPLY"
 
 
-def oneway_rules(spec: RuleSpec) -> list[str]:
+def oneway_rules() -> list[str]:
     """ONEWAY flows (egress.inspect.stage: the server's side is spent, the client's is
     still inspected): the server's packets pass, but FIN, SYN and RST, which the engine
     must see to know the connection's end; the client's go on to the queue (its slot is
-    in the mark). ONEWAY_WATCH also copies the passed packets to the worker's NFLOG group
-    while the classifier watches, as for WATCH. The server's side is conntrack's REPLY
-    direction: the driver gives these marks only to flows whose client the engine knows
-    from the handshake, and that is conntrack's ORIGINAL direction."""
-    rules = []
-    if spec.watch_group is not None:
-        rules += ["%s -m connmark --mark 0x%x/0x%x -m mark ! --mark 0x%x/0x%x %s -j NFLOG --nflog-group %d"
-                  % (_SERVER_SIDE, oneway_mark(slot, True), OWNED_BITS, MARK_SAVE, MARK_SAVE, _tag(),
-                     spec.watch_group + slot) for slot in range(spec.watch_slots)]
-    return rules + ["%s -m connmark --mark 0x%x/0x%x %s -j ACCEPT" % (_SERVER_SIDE, mark, MARK_MASK, _tag())
-                    for mark in (MARK_ONEWAY_WATCH, MARK_ONEWAY)]
+    in the mark). The server's side is conntrack's REPLY direction: the driver gives
+    these marks only to flows whose client the engine knows from the handshake, and that
+    is conntrack's ORIGINAL direction. Placed right after the fast path's rules, connmark
+    first: a download's data takes this rule on every packet."""
+    return ["-p tcp -m connmark --mark 0x%x/0x%x %s %s -j ACCEPT" % (MARK_ONEWAY, MARK_MASK, _SERVER_SIDE, _tag())]
+
+
+def oneway_watch_rules(spec: RuleSpec) -> list[str]:
+    """ONEWAY_WATCH: the same while the classifier watches, with a copy of each passed
+    packet to the worker's NFLOG group, as for WATCH (after the pure-ACK jump, so that a
+    pure ACK is never copied)."""
+    if spec.watch_group is None:
+        return []
+    rules = ["-p tcp -m connmark --mark 0x%x/0x%x %s -m mark ! --mark 0x%x/0x%x %s -j NFLOG --nflog-group %d"
+             % (oneway_mark(slot, True), OWNED_BITS, _SERVER_SIDE, MARK_SAVE, MARK_SAVE, _tag(),
+                spec.watch_group + slot) for slot in range(spec.watch_slots)]
+    return rules + ["-p tcp -m connmark --mark 0x%x/0x%x %s %s -j ACCEPT"
+                    % (MARK_ONEWAY_WATCH, MARK_MASK, _SERVER_SIDE, _tag())]
 
 
 def hook_rules(spec: RuleSpec, family: int) -> list[tuple[str, str]]:

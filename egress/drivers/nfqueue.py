@@ -395,10 +395,13 @@ class QueueDriver:
         rules pass conntrack's REPLY direction, which must be the server's."""
         if not self.fast_path or flow is None or flow.initiator not in _HANDSHAKE:
             return False
-        mark = self.oneway_marks[self.watch is not None and flow.features is not None]
+        watched = self.watch is not None and flow.features is not None
+        mark = self.oneway_marks[watched]
         if flow.kernel_mark == mark:
             return False
         flow.kernel_mark = mark
+        if not watched and not flow.bypassed_toclient:
+            flow.bypassed_toclient = flow.last     # the server's side is the kernel's: not counted
         return True
 
     # -- the watch path -------------------------------------------------------------------
@@ -442,8 +445,8 @@ class QueueDriver:
                 # the classifier is done: the server's packets pass without copies from now
                 flow.kernel_mark = (flow.kernel_mark & ~MARK_MASK) | MARK_ONEWAY
                 counters["oneway_unwatched"] += 1
-                if self.marker is not None:
-                    self.marker.unwatch(flow)
+                if self.marker is not None and self.marker.unwatch(flow):
+                    flow.bypassed_toclient = flow.last
                 continue
             else:
                 continue

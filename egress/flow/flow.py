@@ -43,7 +43,7 @@ class Flow:
         # classification, policy
         "features", "ml", "verdict", "verdict_dirty", "packets_allowed", "alerted",
         # enforcement (the live driver's bookkeeping)
-        "kernel_mark", "bypassed",
+        "kernel_mark", "bypassed", "bypassed_toclient",
     )
 
     def __init__(self, flow_id: int, key: tuple, proto: int, version: int, client_ip: bytes,
@@ -97,6 +97,7 @@ class Flow:
         self.kernel_mark = 0                # egress mark bits the live driver gave the connection (0: none)
         self.bypassed = 0.0                 # packet time from which the kernel passed or dropped the rest of
                                             # the connection without egress seeing it (live fast path); 0: never
+        self.bypassed_toclient = 0.0        # the same for the server's side alone (live ONEWAY, no copies)
 
     # -- small read-only helpers for the later stages --------------------------------
 

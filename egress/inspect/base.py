@@ -13,9 +13,12 @@ to an `InspectResult`:
 - it is tri-state: MATCH (done, found), NO_MATCH (done, not this protocol),
   NEED_MORE (call again with more bytes). A detector may return detections and
   facts with NEED_MORE too (for example SSH: banners now, HASSH after KEXINIT);
-  the engine merges them and keeps calling until MATCH/NO_MATCH, until either
-  direction has shown the detector's `max_bytes` (or the reassembly budget), or
-  until both directions are closed (then it is done).
+  the engine merges them and keeps calling until MATCH/NO_MATCH, until the
+  client's direction (TCP; either direction of a datagram flow) has shown the
+  detector's `max_bytes` (or the reassembly budget), or until both directions are
+  closed (then it is done). A TCP server's direction that reached the reassembly
+  budget, or the stage's packet budget, first shows as closed from then on
+  (egress.inspect.stage: the server cannot end the inspection of the client).
 
 A detector may declare `client_side_only = True`: its answer follows from
 `view.to_server` and `view.closed_to_server` alone (and parses of them), and it

@@ -15,9 +15,10 @@ Guarantees:
 - Only the client's direction counts. A server that sends a page quoting the protocol
   (documentation, a test fixture) is not mining; a sandbox that sends a login is.
 - NEED_MORE until the client's direction is closed (its FIN reached) or the budget is
-  spent. That is the cost of the guarantee: a flow stays under inspection, and live in
-  the queue, until its close, its first `max_bytes`, or the stage's
-  `max_inspect_packets`. Bounded work per call: one regular-expression scan per dialect,
+  spent. That is the cost of the guarantee: a flow stays under inspection, and live its
+  client's side stays in the queue, until its close, the client's first `max_bytes`,
+  or the client's `max_inspect_packets` payload packets. A server that talks first
+  and long (a pool's banner) no longer ends it (egress.inspect.stage, ONEWAY). Bounded work per call: one regular-expression scan per dialect,
   at most MAX_LINES lines parsed per dialect, and none of it again while the client's
   bytes have not grown (memoised per view).
 - Not seen: bytes beyond the reassembly budget (the depth limit of every stream

@@ -9,7 +9,8 @@ Guarantees (the contract in DESIGN.md; checked by shared/tools/check_eve.py):
   without a model); protocol facts are grouped by their prefix ("tls.sni" ->
   "tls": {"sni": ...}) as Suricata does;
 - a flow the live gateway handed to the kernel (fast path, a revocation) has
-  flow.bypass = "kernel" and flow.bypassed_at: its packet and byte counts stop there;
+  flow.bypass = "kernel" and flow.bypassed_at: its packet and byte counts stop there
+  (or "kernel-toclient": the server's side alone, a ONEWAY flow's, egress.inspect.stage);
 - events are plain dicts; `EveWriter` serializes one line each and can reopen its
   file (logrotate on SIGHUP).
 """
@@ -134,6 +135,11 @@ def flow_event(flow: Flow) -> dict:
         # its own, so the counts above stop there (as Suricata's "bypass").
         event["flow"]["bypass"] = "kernel"
         event["flow"]["bypassed_at"] = timestamp(flow.bypassed)
+    elif flow.bypassed_toclient:
+        # Live only: the server's packets (but FIN, SYN and RST) passed in the kernel from
+        # here while the client's side was still inspected (ONEWAY): its counts stop there.
+        event["flow"]["bypass"] = "kernel-toclient"
+        event["flow"]["bypassed_at"] = timestamp(flow.bypassed_toclient)
     event["verdict"] = flow.verdict.to_json()
     event["detections"] = [d.to_json() for d in flow.detections]
     event["ml"] = dict(flow.ml) if flow.ml else {}

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from egress.drivers.iptables import (MARK_ALLOW, MARK_MASK, MARK_ONEWAY, MARK_ONEWAY_WATCH, MARK_REJECT_ONCE,
+from egress.drivers.iptables import (MARK_ALLOW, MARK_MASK, MARK_ONEWAY, MARK_ONEWAY_WATCH, MARK_REJECT, MARK_REJECT_ONCE,
                                      MARK_SAVE, MARK_SYN_SEEN, MARK_WATCH, OWNED_BITS, REJECT_BITS, SLOT_MASK, Iptables,
                                      RuleSpec, chain_rules, hook_rules, install_script, oneway_mark, pure_ack_rules,
                                      removal_script, slot_bits, watch_mark)
@@ -131,19 +131,22 @@ def test_watch_rules_copy_each_slot_to_its_group_then_accept_before_the_queue():
 
 def test_oneway_rules_pass_the_server_side_but_its_closes_and_queue_the_client_side():
     rules = chain_rules(RuleSpec(queues=(0, 1), watch_group=5700, watch_slots=2), 4)
-    side = "-p tcp --tcp-flags FIN,SYN,RST NONE -m conntrack --ctdir REPLY"
+    side = "-m tcp --tcp-flags FIN,SYN,RST NONE -m conntrack --ctdir REPLY"
     copies = [r for r in rules if "NFLOG" in r and "--ctdir" in r]
     assert copies == [
-        "%s -m connmark --mark 0x%x/0x%x -m mark ! --mark 0x%x/0x%x -m comment --comment egress -j NFLOG "
-        "--nflog-group %d" % (side, oneway_mark(slot, True), OWNED_BITS, MARK_SAVE, MARK_SAVE, 5700 + slot)
+        "-p tcp -m connmark --mark 0x%x/0x%x %s -m mark ! --mark 0x%x/0x%x -m comment --comment egress -j NFLOG "
+        "--nflog-group %d" % (oneway_mark(slot, True), OWNED_BITS, side, MARK_SAVE, MARK_SAVE, 5700 + slot)
         for slot in (0, 1)]
-    passes = ["%s -m connmark --mark 0x%x/0x%x -m comment --comment egress -j ACCEPT" % (side, mark, MARK_MASK)
+    passes = ["-p tcp -m connmark --mark 0x%x/0x%x %s -m comment --comment egress -j ACCEPT" % (mark, MARK_MASK, side)
               for mark in (MARK_ONEWAY_WATCH, MARK_ONEWAY)]
     at = rules.index(passes[0])
-    assert rules[at + 1] == passes[1] and at == rules.index(copies[-1]) + 1
-    # after the pure-ACK jump (a download's ACKs never reach them), before the queue
+    assert at == rules.index(copies[-1]) + 1
+    # the copies after the pure-ACK jump (a pure ACK is never copied), before the queue
     assert rules.index(next(r for r in rules if "EGRESS-FWD-ACK" in r)) < rules.index(copies[0])
     assert at < rules.index(next(r for r in rules if "NFQUEUE" in r))
+    # the plain pass right after the fast path's rules: a download's data takes it
+    plain = rules.index(passes[1])
+    assert plain == 1 + max(i for i, r in enumerate(rules) if "connmark --mark 0x%x" % MARK_REJECT in r)
     # the client's packet that made the flow ONEWAY leaves by its mark, not the queue again
     for mark in (MARK_ONEWAY, MARK_ONEWAY_WATCH):
         accept = "-m mark --mark 0x%x/0x%x -m comment --comment egress -j ACCEPT" % (mark, MARK_MASK)
@@ -203,8 +206,9 @@ def test_pure_acks_leave_after_the_connmark_verdicts_and_before_any_copy_or_queu
     assert MARK_SYN_SEEN & OWNED_BITS == 0                       # saving a verdict never clears it
     before = rules[:jump[0] - 1]
     assert all("connmark --mark" in r or "--save-mark" in r or "INVALID" in r for r in before)
-    # allowed, dropped, rejected flows (and a sidecar's own reject resets): as before
-    assert sum("connmark --mark" in r for r in before) == (5 if spec.mode == "sidecar" else 4)
+    # allowed, dropped, rejected flows (and a sidecar's own reject resets), the server's
+    # side of a ONEWAY flow: as before
+    assert sum("connmark --mark" in r for r in before) == (6 if spec.mode == "sidecar" else 5)
     after = rules[jump[0] + 1:]
     assert not any("NFLOG" in r or "NFQUEUE" in r for r in before) and any("NFQUEUE" in r for r in after)
     assert any("NFLOG" in r for r in after) == (spec.watch_group is not None)   # no copy of a pure ACK

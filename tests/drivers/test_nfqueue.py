@@ -196,6 +196,7 @@ class FakeFlow:
     kernel_mark = 0
     last = 7.0
     bypassed = 0.0
+    bypassed_toclient = 0.0
     initiator = "syn"
     features = None
 
@@ -273,9 +274,11 @@ def test_a_oneway_flow_is_marked_once_and_its_client_side_stays_queued():
     assert flow.kernel_mark == first.new_mark & OWNED_BITS
     drv._on_packet(second)                      # the client's next packet: queued, judged, accepted
     assert second.verdicts == ["accept"] and second.new_mark is None
+    assert flow.bypassed_toclient == 0.0        # copies come: the server's side is still counted
     flow.features = None                        # the classifier is done: no more copies
     drv._on_packet(third)
     assert third.verdicts == ["repeat"] and third.new_mark & OWNED_BITS == oneway_mark(2, False)
+    assert flow.bypassed_toclient == flow.last
     assert drv.counters["oneway"] == 2 and drv.counters["accept"] == 3
 
 
@@ -312,6 +315,7 @@ def test_copies_of_a_oneway_flow_end_when_the_classifier_is_done_and_a_block_rev
     drv.on_watched([(1.0, bytes([0x45, 0, 0, 40]) + bytes(36), 0, 0)] * len(decisions))
     assert marker.calls == [(other, "unwatch"), (flow, Action.DROP)]
     assert other.kernel_mark & MARK_MASK == MARK_ONEWAY and drv.counters["oneway_unwatched"] == 1
+    assert other.bypassed_toclient == other.last and not flow.bypassed_toclient
     assert drv.counters["watch_revoked"] == 1
 
 

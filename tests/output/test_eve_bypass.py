@@ -27,3 +27,13 @@ def test_a_bypassed_flow_says_from_when():
     event = flow_event(flow)
     assert event["flow"]["bypass"] == "kernel"
     assert event["flow"]["bypassed_at"] == timestamp(flow.last) == event["flow"]["end"]
+
+
+def test_a_oneway_flow_says_from_when_the_servers_side_was_the_kernels():
+    flow = a_flow()
+    flow.bypassed_toclient = flow.start
+    event = flow_event(flow)
+    assert event["flow"]["bypass"] == "kernel-toclient"
+    assert event["flow"]["bypassed_at"] == timestamp(flow.start)
+    flow.bypassed = flow.last               # then handed to the kernel whole: all counts stop there
+    assert flow_event(flow)["flow"]["bypass"] == "kernel"
