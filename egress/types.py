@@ -205,8 +205,9 @@ class Decision:
     needs no more inline verdicts, but the engine must still see its packets (the
     classifier has checkpoints to come), so the kernel may pass them and send copies;
     `oneway` says the flow is still inspected, but on the client's side only (its
-    server side is spent, egress.inspect.stage): the server's packets but FIN, SYN and
-    RST change nothing in the engine but the classifier's features.
+    server side is spent, egress.inspect.stage): of the server's packets, all but FIN,
+    SYN and RST change nothing a verdict reads except the classifier's features, so the
+    kernel may pass them (and send copies while the classifier watches).
     """
     __slots__ = ("action", "verdict", "flow", "offload", "revoked", "watch", "oneway")
 

@@ -248,9 +248,9 @@ class PoolServer:
     SSLContext), websocket (serve WebSocket instead of raw lines), duration (seconds),
     max_messages (received, all sessions), max_clients, job_interval (seconds between
     pushed jobs), seed (for reproducible job contents), record_path (JSON lines log),
-    banner (bytes of "# ..." text lines sent on connect, before the protocol: a pool
-    that talks first so that the miner's login comes late in the connection; miners
-    skip lines they cannot decode).
+    banner (bytes of "# ..." text lines sent on connect, before the protocol, raw
+    lines only: a pool that talks first so that the miner's login comes late in the
+    connection; miners skip lines they cannot decode).
     """
     protocol = "json-lines"
 

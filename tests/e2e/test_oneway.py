@@ -154,3 +154,25 @@ def test_a_pool_behind_a_long_banner_never_hears_the_login(lab):
     assert any(d["signature"].startswith("stratum") for d in flow["detections"])
     counters = gw.stats()
     assert counters["flows.oneway"] == 1 and counters["driver.oneway"] == 1
+
+
+def test_oneway_flows_keep_their_worker(lab, tmp_path):
+    # Two workers, connections given to them in turn: a ONEWAY mark carries the flow's
+    # slot, so the client's later packets (the drip's request, the login) reach the worker
+    # that knows the flow. A wrong slot would show as a second, mid-stream flow.
+    eve = tmp_path / "w.json"
+    gw = Gateway(lab.topo, lab.workdir, rules=[RULES], extra=["--queue", "0-1", "--workers", "--eve", str(eve)],
+                 name="oneway-workers")
+    try:
+        download_server(lab, 7402)
+        outs = [lab.sbx(PY, "-c", CLIENT, lab.ext4, "7402", timeout=40).stdout.split("\n") for _ in range(2)]
+    finally:
+        assert gw.stop() == 0
+    for out in outs:
+        assert out[:2] == ["download " + hashlib.sha256(BLOB).hexdigest(), "drip True"]
+        assert out[2] in ("login timeout", "login TimeoutError"), out
+    flows = {name: [e for e in map(json.loads, (tmp_path / name).read_text().splitlines())
+                    if e["event_type"] == "flow" and e["dest_port"] == 7402] for name in ("w.q0.json", "w.q1.json")}
+    assert [len(f) for f in flows.values()] == [1, 1], flows
+    for (flow,) in flows.values():
+        assert flow["flow"]["initiator"] == "syn" and flow["verdict"]["rule"] == "block-mining"
