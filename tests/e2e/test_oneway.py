@@ -25,7 +25,8 @@ BLOB = bytes(range(256)) * 8192          # 2 MiB: ~1,450 packets from the server
 DOWNLOAD_SERVER = """
 import socket, sys, threading, time
 blob = bytes(range(256)) * 8192
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(4); s.settimeout(0.2)
 print("ready", flush=True)
@@ -94,8 +95,8 @@ except (OSError, EOFError) as e:
 """
 
 
-def download_server(lab, port: int) -> None:
-    proc = lab.topo.popen("ext", [PY, "-c", DOWNLOAD_SERVER, lab.ext4, str(port)], stdout=subprocess.PIPE,
+def download_server(lab, port: int, host: str | None = None) -> None:
+    proc = lab.topo.popen("ext", [PY, "-c", DOWNLOAD_SERVER, host or lab.ext4, str(port)], stdout=subprocess.PIPE,
                           text=True)
     assert proc.stdout.readline().strip() == "ready"
 
@@ -108,14 +109,16 @@ def extra_for(model: bool, tmp_path) -> list[str]:
     return ["--model", str(shutil.copytree(MODEL, tmp_path / "model"))]
 
 
-@pytest.mark.parametrize("model", [False, True], ids=["signatures", "signatures+model"])
-def test_a_download_passes_in_the_kernel_and_a_login_after_it_is_still_dropped(lab, tmp_path, model):
-    port = 7401 if model else 7400
+@pytest.mark.parametrize("model,v6", [(False, False), (True, False), (False, True)],
+                         ids=["signatures", "signatures+model", "signatures-ipv6"])
+def test_a_download_passes_in_the_kernel_and_a_login_after_it_is_still_dropped(lab, tmp_path, model, v6):
+    port = 7401 if model else 7403 if v6 else 7400
+    host = lab.ext6 if v6 else lab.ext4
     gw = Gateway(lab.topo, lab.workdir, rules=[RULES], extra=extra_for(model, tmp_path),
-                 name="oneway-dl-model" if model else "oneway-dl")
+                 name="oneway-dl-%d-%d" % (model, v6))
     try:
-        download_server(lab, port)
-        out = lab.sbx(PY, "-c", CLIENT, lab.ext4, str(port), timeout=40).stdout.split("\n")
+        download_server(lab, port, host)
+        out = lab.sbx(PY, "-c", CLIENT, host, str(port), timeout=40).stdout.split("\n")
     finally:
         assert gw.stop() == 0
     assert out[0] == "download " + hashlib.sha256(BLOB).hexdigest()
