@@ -554,3 +554,24 @@ def test_oneway_live_without_the_servers_packets_equals_replay_with_them(repo_ro
                           [x["signature"] for x in e.get("detections", [])]) for e in evs]
     assert strip(live_events) == strip(events) and any(e["event_type"] == "alert" for e in live_events)
     assert len(oneway) == 2
+
+
+def test_a_tls_download_keeps_none_of_the_servers_bytes_while_its_client_is_read(repo_root):
+    """Once only client-side detectors wait (a TLS download: the mining backstop), a
+    oneway flow drops the server's bytes; an HTTP download, whose keep-alive readers
+    need the answers, keeps them. Both still read the client's side."""
+    from tests.inspect.test_tls import published_hello, records
+    for hello, answer, keeps in (
+            (records(published_hello()), b"\x16\x03\x03\x00\x30\x02" + b"s" * 47 + b"\x17\x03\x03\x4e\x20", False),
+            (b"GET /big HTTP/1.1\r\nHost: files.example\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 30000\r\n\r\n",
+             True)):
+        engine = default_engine(repo_root)
+        s = craft.TcpSession(CLIENT, ("10.200.1.2", 443)).handshake()
+        s.send(True, hello)
+        s.send(False, answer + b"z" * 20000)
+        flow = run(s.packets, engine)[-1].flow
+        assert flow.oneway and flow.inspecting and flow.streams[1].done
+        assert bool(flow.streams[1].data) == keeps and (flow.streams[0].memo is None) != keeps
+        s.packets.clear()
+        s.send(True, LOGIN)
+        assert run(s.packets, engine)[0].action is Action.DROP
