@@ -480,9 +480,9 @@ def pool_with_a_banner(banner_packets, port=41000, t0=1_700_000_000.0):
     return s.close().packets
 
 
-def default_engine(repo_root, **kwargs):
+def default_engine(repo_root):
     from egress.policy import load_policy_engine
-    return Engine(policy=load_policy_engine([str(repo_root / "rules" / "default.yaml")]), **kwargs)
+    return Engine(policy=load_policy_engine([str(repo_root / "rules" / "default.yaml")]))
 
 
 def test_a_pool_cannot_hide_the_miners_login_behind_a_long_banner(repo_root):
