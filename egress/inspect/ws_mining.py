@@ -1,8 +1,9 @@
 """Mining inside WebSocket: browser miners and Stratum/CryptoNote/eth-proxy proxied over WS.
 
 After an HTTP/1.1 `Upgrade: websocket` handshake (request from the client, 101 from
-the server; on a keep-alive connection any request may be the one that upgrades), the frames of both directions are decoded (client frames unmasked,
-fragmented messages joined, permessage-deflate inflated when negotiated) and each
+the server; on a keep-alive connection any request may be the one that upgrades), the
+frames of both directions are decoded (client frames unmasked, fragmented messages
+joined, permessage-deflate inflated when negotiated) and each
 text/binary message that holds JSON (one value, or several lines) is given to the
 Stratum, CryptoNote/browser-miner (CoinHive-style {"type": "auth"|"job"|"submit"...})
 and eth-proxy classifiers.
@@ -14,7 +15,11 @@ messages without a mining message.
 
 Keep-alive: every request and response of the connection within the byte budget is
 inspected, not only the first exchange (`mining_http.exchange`; what that guarantees,
-and what it does not, is in egress.inspect.mining_http's docstring).
+and what it does not, is in egress.inspect.mining_http's docstring). When the server's
+side is closed or spent before the 101 (a big answer to an earlier request took the
+server's budget: egress.inspect.stage), the client's frames after a last request that
+asks for websocket are decoded alone; mining in them is a MATCH with "server_side":
+"unseen" in the evidence.
 
 SSH or other tunnels inside WebSocket are the protocols helper's business
 (inspect/ssh.py), not this detector's.
@@ -133,6 +138,10 @@ class WebSocketMiningDetector:
         requests, responses = exchange(view, up, down)
         k = responses.switch
         if k < 0:
+            if view.closed_to_client:
+                found = self._client_frames_alone(up, requests)
+                if found is not None:
+                    return found
             # No protocol switch yet: a later request on the connection may still ask for one.
             # (No "websocket" anywhere, in any case: no request has asked yet; the walk's
             # Upgrade values are lower-cased as bytes.lower() does.)
@@ -149,29 +158,34 @@ class WebSocketMiningDetector:
         req_headers, up_body = request[1], req.end
         status, resp_headers, down_body = response
         deflate = "permessage-deflate" in resp_headers.get("sec-websocket-extensions", "").lower()
-        hits: list[tuple[int, Hit]] = []
-        count = 0
-        for direction, data, pos in ((0, up, up_body), (1, down, down_body)):
-            for message in ws_messages(data, pos, deflate):
-                count += 1
-                for line in message.split(b"\n")[:8]:
-                    line = line.strip()
-                    if line[:1] not in (b"{", b"["):
-                        continue
-                    for obj in iter_objects([loads(line)]):
-                        hit = classify(obj)
-                        if hit is not None:
-                            hits.append((direction, hit))
+        hits, count = _mining_messages(((0, up, up_body), (1, down, down_body)), deflate)
         if hits:
-            best, evidence = summarize(hits)
-            evidence = {"inner": best.signature, **evidence}
-            if "host" in req_headers:
-                evidence["host"] = req_headers["host"][:128]
-            detection = Detection("mining", "mining.websocket", evidence, best.confidence)
-            return InspectResult(Status.MATCH, (detection,), "websocket")
+            return _match(hits, req_headers)
         if count >= MAX_MESSAGES:
             return NO_MATCH
         return self._wait(view)
+
+    @staticmethod
+    def _client_frames_alone(up: bytes, requests) -> InspectResult | None:
+        """The server's side is closed or spent before its answer to an upgrade (a big
+        answer to an earlier request of the connection took the server's budget, see
+        egress.inspect.stage): the client's frames after its last request, a GET asking
+        for websocket, are read alone. Client frames are masked, so only the decoded
+        messages can show mining; a hit is a MATCH (evidence "server_side": "unseen"),
+        anything else leaves the usual path to decide."""
+        if not requests.msgs:
+            return None
+        req = requests.msgs[-1]
+        if req.method != b"GET" or b"websocket" not in req.upgrade:
+            return None
+        request = parse_head(up, req.start)
+        if not request:
+            return None
+        offered = "permessage-deflate" in request[1].get("sec-websocket-extensions", "").lower()
+        hits, _ = _mining_messages(((0, up, req.end),), offered)
+        if not hits:
+            return None
+        return _match(hits, request[1], server_side="unseen")
 
     def _wait(self, view: StreamView, requests=None, responses=None) -> InspectResult:
         done_up = view.closed_to_server or len(view.to_server) >= self.max_bytes
@@ -181,3 +195,31 @@ class WebSocketMiningDetector:
         if requests is not None and not more_requests(requests, responses, done_up, done_down):
             return NO_MATCH
         return NEED_MORE
+
+
+def _mining_messages(sources, deflate: bool) -> tuple[list[tuple[int, Hit]], int]:
+    """(direction, hit) for each mining JSON object in the messages of `sources`
+    ((direction, bytes, offset of the first frame) each), and how many messages there were."""
+    hits: list[tuple[int, Hit]] = []
+    count = 0
+    for direction, data, pos in sources:
+        for message in ws_messages(data, pos, deflate):
+            count += 1
+            for line in message.split(b"\n")[:8]:
+                line = line.strip()
+                if line[:1] not in (b"{", b"["):
+                    continue
+                for obj in iter_objects([loads(line)]):
+                    hit = classify(obj)
+                    if hit is not None:
+                        hits.append((direction, hit))
+    return hits, count
+
+
+def _match(hits: list[tuple[int, Hit]], req_headers: dict, **extra) -> InspectResult:
+    best, evidence = summarize(hits)
+    evidence = {"inner": best.signature, **evidence, **extra}
+    if "host" in req_headers:
+        evidence["host"] = req_headers["host"][:128]
+    detection = Detection("mining", "mining.websocket", evidence, best.confidence)
+    return InspectResult(Status.MATCH, (detection,), "websocket")

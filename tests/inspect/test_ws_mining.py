@@ -82,3 +82,24 @@ def test_not_websocket():
     refused = [(C, WS_REQUEST), (S, b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")]
     assert one_shot(DET, refused).status is Status.NO_MATCH
     assert DET.inspect(view(WS_REQUEST, b"")).status is Status.NEED_MORE           # 101 still to come
+
+
+def test_client_frames_alone_when_a_big_answer_spent_the_servers_side():
+    # keep-alive: a download first (its answer fills the server's budget), then the
+    # upgrade; the 101 and everything the server says after it are never seen
+    big = b"GET /big HTTP/1.1\r\nHost: ws.example:443\r\n\r\n"
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Length: 30000\r\n\r\n" + b"z" * 30000)[:8192]
+    frames_up = b"".join(ws_frame(m, mask=True) for _, m in ms.STRATUM_BTC if _ == C)
+    spent = view(big + WS_REQUEST + frames_up, answer)
+    spent.closed_to_client = True
+    result = DET.inspect(spent)
+    assert result.status is Status.MATCH and signature(result) == "mining.websocket"
+    assert result.detections[0].evidence["server_side"] == "unseen"
+    assert result.detections[0].evidence["inner"] == "stratum.v1.subscribe"
+    # the server's side still open: the client's frames alone claim nothing
+    assert DET.inspect(view(big + WS_REQUEST + frames_up, answer)).status is not Status.MATCH
+    # other JSON in the frames: no claim
+    other = view(big + WS_REQUEST + ws_frame(b'{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"}', mask=True),
+                 answer)
+    other.closed_to_client = True
+    assert DET.inspect(other).status is not Status.MATCH

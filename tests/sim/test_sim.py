@@ -172,3 +172,26 @@ def test_a_pool_with_a_long_banner_still_gets_mined_and_the_login_is_still_found
     decisions = [engine.process(RawPacket(ts, p, 101)) for ts, p in to_packets(s)]
     assert any(d.oneway for d in decisions)
     assert decisions[-1].action is Action.DROP and decisions[-1].verdict.rule == "block-mining"
+
+
+def test_websocket_mining_after_a_big_download_on_the_same_connection_is_dropped(repo_root):
+    """A keep-alive connection: a 30 KB download first (its answer spends the server's
+    budget), then the emulated miner's WebSocket session; the 101 and the pool's frames
+    are never inspected, the miner's own frames are."""
+    from egress.engine import Engine
+    from egress.policy import load_policy_engine
+    from egress.testing.craft import TcpSession
+    from egress.types import Action, RawPacket
+    s = run_session("stratum", websocket=True, duration=0.4, share_interval=0.05, seed=12)
+    t = TcpSession(("10.200.0.2", 40000), ("10.200.1.2", 80)).handshake()
+    t.send(True, b"GET /big HTTP/1.1\r\nHost: files.example\r\n\r\n")
+    t.send(False, b"HTTP/1.1 200 OK\r\nContent-Length: 30000\r\n\r\n" + b"z" * 30000)
+    at, streams = [0, 0], (s.to_server, s.to_client)
+    for _ts, direction, length in s.chunks:
+        t.send(direction == 0, streams[direction][at[direction]:at[direction] + length])
+        at[direction] += length
+    engine = Engine(policy=load_policy_engine([str(repo_root / "rules" / "default.yaml")]))
+    decisions = [engine.process(RawPacket(ts, p, 101)) for ts, p in t.packets]
+    assert decisions[-1].action is Action.DROP and decisions[-1].verdict.rule == "block-mining"
+    (found,) = [d for d in decisions[-1].flow.detections if d.signature == "mining.websocket"]
+    assert found.evidence["server_side"] == "unseen"
